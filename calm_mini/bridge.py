@@ -1,0 +1,100 @@
+"""One CALM bridge, read beside the paper's equation (Bansal et al. 2024, §3.1).
+
+For a pair of layers (i, j) of the augmenting model m_A and the anchor m_B::
+
+    H_A' = f_proj(H_A^i)                                   # (B, S, D_A) -> (B, S, D_B)
+    f_cross(H_A', H_B^j) = Concat_k(head_k) W^O             # multi-head cross-attention
+    head_k = softmax(mask(Q_k K_k^T / sqrt(d))) V_k         # Q from H_B^j, K and V from H_A'
+    H_B^j <- H_B^j + f_cross(H_A', H_B^j)                    # residual into the anchor
+
+W^O starts at zero, so a freshly composed model computes exactly what the anchor computes.
+Which augmenting positions an anchor position may read (causal order, padding) comes in as a
+boolean mask built by :mod:`calm_mini.compose`; this module only attends.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Bridge(nn.Module):
+    """Projection D_A → D_B, then multi-head cross-attention from the anchor to the projected
+    augmenting states, with a zero-initialised output projection.
+
+    Args:
+        augmenting_dim: D_A, width of the augmenting model's hidden states.
+        anchor_dim: D_B, width of the anchor's hidden states.
+        num_heads: attention heads; must divide ``anchor_dim``.
+    """
+
+    def __init__(self, augmenting_dim: int, anchor_dim: int, num_heads: int):
+        super().__init__()
+        if num_heads < 1 or anchor_dim % num_heads:
+            raise ValueError(
+                f"num_heads={num_heads} must divide the anchor width D_B={anchor_dim}; "
+                f"choose a divisor of {anchor_dim} (the anchor's own head count usually is one)."
+            )
+        self.num_heads = num_heads
+        self.head_dim = anchor_dim // num_heads
+        self.proj = nn.Linear(augmenting_dim, anchor_dim)  # f_proj
+        self.query = nn.Linear(anchor_dim, anchor_dim)
+        self.key = nn.Linear(anchor_dim, anchor_dim)
+        self.value = nn.Linear(anchor_dim, anchor_dim)
+        self.out = nn.Linear(anchor_dim, anchor_dim)  # W^O
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
+
+    def keys_values(self, augmenting_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project augmenting states to attention keys and values.
+
+        Args:
+            augmenting_states: H_A^i, shape (B, S, D_A).
+        Returns:
+            keys, values, each (B, H, S, d) with H·d = D_B. These are what generation caches.
+        """
+        projected = self.proj(augmenting_states.to(self.proj.weight.dtype))  # (B, S, D_B)
+        return self._split_heads(self.key(projected)), self._split_heads(self.value(projected))
+
+    def forward(
+        self,
+        anchor_states: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The bridge's contribution f_cross(f_proj(H_A^i), H_B^j), to be added to H_B^j.
+
+        Args:
+            anchor_states: H_B^j, (B, T, D_B).
+            keys, values: from :meth:`keys_values`, (B, H, S, d).
+            mask: (B, T, S) bool, True where anchor position t may read augmenting position s.
+                A row with no True entry gets a zero output (nothing to read).
+            need_weights: also return the attention weights (a slower, explicit path).
+        Returns:
+            (delta, weights): delta (B, T, D_B); weights (B, H, T, S) or None.
+        """
+        B, T, D = anchor_states.shape
+        dtype = self.query.weight.dtype
+        q = self._split_heads(self.query(anchor_states.to(dtype)))  # (B, H, T, d)
+        readable = mask.any(dim=-1, keepdim=True)  # (B, T, 1)
+        # Rows with nothing to read may see everything (avoids NaN); their output is zeroed below.
+        attn_mask = (mask | ~readable).unsqueeze(1)  # (B, 1, T, S)
+        if need_weights:
+            scores = q @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, S)
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+            weights = scores.softmax(dim=-1) * readable.unsqueeze(1)
+            heads = weights @ values
+        else:
+            weights = None
+            heads = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)
+        heads = heads.transpose(1, 2).reshape(B, T, D) * readable  # (B, T, D_B)
+        return self.out(heads).to(anchor_states.dtype), weights

@@ -1,0 +1,539 @@
+"""The composed model: a frozen anchor and frozen augmenting model(s) joined by bridges.
+
+How a forward pass runs (the same for training, evaluation and each generation step)::
+
+    input_ids ─┬─> augmenting model(s), no grad ──> H_A^i at the mapped layers
+               │                                        │ bridge.keys_values (cached while generating)
+               └─> anchor ── layer j ──(+ bridge)──> layer j+1 … ──> logits
+
+The kit never edits the anchor's code or modules. While a composed call runs, it puts PyTorch
+hooks on the anchor: a pre-forward hook that feeds the *same new tokens* to each augmenting
+model (with its own KV cache), and a forward hook on each mapped anchor layer that adds the
+bridge's output. The hooks are removed when the call returns, so the anchor used on its own
+is always the plain anchor.
+
+Named hook points, for readers who want to follow the data: ``ComposedModel._prepare`` (start
+of every anchor call), ``ComposedModel._add_bridges`` (after each mapped anchor layer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import DynamicCache, PreTrainedModel
+
+from .bridge import Bridge
+from .layers import LayerMap, LayerSpec, ModelShape, decoder_layers, resolve_layer_map, summary
+
+CONFIG_NAME = "calm_config.json"
+WEIGHTS_NAME = "bridges.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    """Where one bridge sits: augmenting model ``augmenting`` (index), its layer, the anchor layer."""
+
+    augmenting: int
+    augmenting_layer: int
+    anchor_layer: int
+
+
+@dataclass
+class _StepState:
+    """What one composed anchor call needs in its layer hooks, and what generation keeps.
+
+    keys/values: per bridge, (B, H, S, d) for every augmenting position seen so far.
+    mask: (B, T, S) bool, which augmenting positions each new anchor position may read.
+    """
+
+    augmenting_caches: list
+    keys: list
+    values: list
+    length: int = 0
+    mask: torch.Tensor | None = None
+
+
+def _check_causal_lm(model: nn.Module, role: str) -> None:
+    if not isinstance(model, PreTrainedModel) or not model.can_generate():
+        raise TypeError(
+            f"The {role} model must be a Hugging Face decoder-only causal LM (AutoModelForCausalLM); "
+            f"got {type(model).__name__}."
+        )
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise TypeError(f"The {role} model {type(model).__name__} is an encoder-decoder; CALM composes decoder-only LMs.")
+
+
+def positions_from_mask(attention_mask: torch.Tensor | None, past: int, new: int, device) -> torch.LongTensor:
+    """Position ids of the ``new`` last tokens, counting only real (unpadded) tokens.
+
+    This is what Hugging Face ``generate`` does; a plain forward would number left padding
+    too, and then a left-padded row would not match the same row unpadded.
+
+    Returns: (B, new), or (1, new) without a mask.
+    """
+    if attention_mask is None:
+        return torch.arange(past, past + new, device=device).unsqueeze(0)
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 0)[:, -new:]
+
+
+class ComposedModel(nn.Module):
+    """An anchor LM augmented by one or more frozen augmenting LMs through trainable bridges.
+
+    Keeps the anchor's API: ``model(input_ids, attention_mask=…, labels=…)`` returns the
+    anchor's output (``.logits`` (B, T, V), ``.loss``); ``model.generate(…)`` is the anchor's
+    Hugging Face ``generate`` with every new token also fed to the augmenting models;
+    ``save_pretrained`` / ``from_pretrained`` store the bridges only.
+
+    Build it with :func:`compose`.
+    """
+
+    def __init__(
+        self,
+        anchor: PreTrainedModel,
+        augmenting: Sequence[PreTrainedModel],
+        layer_maps: Sequence[LayerMap],
+        num_heads: int | None = None,
+        anchor_layers_path: str | None = None,
+        augmenting_layers_paths: Sequence[str | None] | None = None,
+    ):
+        super().__init__()
+        augmenting_layers_paths = list(augmenting_layers_paths or [None] * len(augmenting))
+        self.anchor = anchor
+        self.augmenting = nn.ModuleList(augmenting)
+        self.anchor_shape = ModelShape.of(anchor, anchor_layers_path)
+        self.augmenting_shapes = [ModelShape.of(m, p) for m, p in zip(augmenting, augmenting_layers_paths)]
+        self.layer_maps = list(layer_maps)
+        self.num_heads = num_heads or self.anchor_shape.num_heads
+        self.specs = [
+            BridgeSpec(a, i, j) for a, layer_map in enumerate(self.layer_maps) for i, j in layer_map.pairs
+        ]
+        anchor_param = next(anchor.parameters())
+        self.bridges = nn.ModuleList(
+            Bridge(self.augmenting_shapes[s.augmenting].hidden_size, self.anchor_shape.hidden_size, self.num_heads)
+            for s in self.specs
+        ).to(device=anchor_param.device, dtype=anchor_param.dtype)
+        self._anchor_layers = decoder_layers(anchor, anchor_layers_path)
+        self._augmenting_layers = [decoder_layers(m, p) for m, p in zip(augmenting, augmenting_layers_paths)]
+        self._layers_paths = {"anchor": anchor_layers_path, "augmenting": augmenting_layers_paths}
+        self._base_flags = {id(p): p.requires_grad for m in (anchor, *augmenting) for p in m.parameters()}
+        for base in (anchor, *augmenting):
+            base.requires_grad_(False)
+            base.eval()
+        self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._step: _StepState | None = None
+        self.capture_attention = False
+        self.attention: dict[int, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ public API
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        use_cache: bool = False,
+        **kwargs,
+    ):
+        """Run the composed model.
+
+        Args:
+            input_ids: (B, T) token ids, read by the anchor and every augmenting model.
+            attention_mask: (B, past+T), 1 for real tokens, 0 for padding (left or right).
+            labels: (B, T) for the next-token loss; -100 is ignored.
+            cache: the anchor cache returned by an earlier cached call (``out.cache``) to
+                continue that sequence; the augmenting models' caches and the bridges'
+                keys/values follow it.
+        Returns:
+            the anchor's ``CausalLMOutputWithPast`` (logits (B, T, V), loss, cache).
+        """
+        past = cache.get_seq_length() if cache is not None else 0
+        self._check_ids_and_mask(input_ids, attention_mask, past)
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask, past, input_ids.shape[1], input_ids.device)
+        with self._attached():
+            return self.anchor(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                labels=labels,
+                cache=cache,
+                use_cache=use_cache or cache is not None,
+                **kwargs,
+            )
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        """Hugging Face ``generate`` of the anchor, composed. Greedy, sampling and all logits
+        processors work; with ``use_cache`` (the default) the anchor, each augmenting model and
+        each bridge keep caches, and every new token is fed to all of them.
+
+        Args:
+            input_ids: (B, T) prompt ids; left-pad batches and pass ``attention_mask``.
+        Returns:
+            (B, T + new) ids, as the anchor's ``generate``.
+        """
+        self._check_ids_and_mask(input_ids, attention_mask, 0)
+        num_beams = kwargs.get("num_beams", self.anchor.generation_config.num_beams) or 1
+        if num_beams > 1:
+            raise NotImplementedError(
+                "Beam search is not supported by the composed model (the augmenting caches would have to be "
+                "reordered with the beams); use greedy decoding or sampling (num_beams=1)."
+            )
+        with self._attached():
+            return self.anchor.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def bridge_parameters(self) -> Iterator[nn.Parameter]:
+        """The only trainable parameters: those of the bridges."""
+        return self.bridges.parameters()
+
+    def num_bridge_parameters(self) -> int:
+        return sum(p.numel() for p in self.bridges.parameters())
+
+    def train(self, mode: bool = True) -> "ComposedModel":
+        """Set the bridges' mode; the frozen base models always stay in eval mode."""
+        super().train(mode)
+        self.anchor.eval()
+        self.augmenting.eval()
+        return self
+
+    def summary(self) -> str:
+        """The layer map of each augmenting model, with dimensions and parameter counts."""
+        return "\n\n".join(
+            summary(layer_map, shape, self.anchor_shape, self.num_heads)
+            for layer_map, shape in zip(self.layer_maps, self.augmenting_shapes)
+        )
+
+    def detach(self) -> tuple[PreTrainedModel, list[PreTrainedModel]]:
+        """Hand the base models back as they came: trainability flags restored, no hooks.
+
+        Returns:
+            (anchor, [augmenting, …]). The composed model must not be used afterwards.
+        """
+        for m in (self.anchor, *self.augmenting):
+            for p in m.parameters():
+                p.requires_grad_(self._base_flags.get(id(p), p.requires_grad))
+        return self.anchor, list(self.augmenting)
+
+    # ------------------------------------------------------------------ save / load
+    def composition_config(self) -> dict:
+        """What ``save_pretrained`` writes as JSON: the bridges and the identities of the models."""
+
+        def identity(model, shape):
+            return {"name_or_path": model.config.name_or_path, **asdict(shape)}
+
+        return {
+            "format": "calm_mini",
+            "version": FORMAT_VERSION,
+            "num_heads": self.num_heads,
+            "layer_maps": [{"augmenting": list(m.augmenting), "anchor": list(m.anchor)} for m in self.layer_maps],
+            "layers_paths": self._layers_paths,
+            "anchor": identity(self.anchor, self.anchor_shape),
+            "augmenting": [identity(m, s) for m, s in zip(self.augmenting, self.augmenting_shapes)],
+        }
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write ``bridges.safetensors`` and ``calm_config.json`` to ``folder`` (nothing else).
+
+        Each file is written to a temporary name and renamed into place, so an interrupted
+        save never leaves a half-written file; the config is written last.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.bridges.state_dict().items()}
+        _atomic_write(folder / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+        text = json.dumps(self.composition_config(), indent=2)
+        _atomic_write(folder / CONFIG_NAME, lambda path: Path(path).write_text(text))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike,
+        anchor: PreTrainedModel,
+        augmenting: PreTrainedModel | Sequence[PreTrainedModel],
+    ) -> "ComposedModel":
+        """Rebuild a composition saved by :meth:`save_pretrained` on the given base models.
+
+        Raises:
+            FileNotFoundError: the folder lacks ``calm_config.json`` or ``bridges.safetensors``.
+            ValueError: the base models do not fit the saved bridges (architecture, depth,
+                width or vocabulary differ), or the files are corrupt.
+        """
+        folder = Path(folder)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder} has no {name}; save bridges with ComposedModel.save_pretrained.")
+        try:
+            config = json.loads((folder / CONFIG_NAME).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{folder / CONFIG_NAME} is not valid JSON ({err}); the save is corrupt.") from err
+        if config.get("format") != "calm_mini" or config.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{folder / CONFIG_NAME} is not a calm_mini v{FORMAT_VERSION} bridge config.")
+        augmenting = _as_list(augmenting)
+        paths = config["layers_paths"]
+        _check_identity("anchor", config["anchor"], ModelShape.of(anchor, paths["anchor"]))
+        if len(augmenting) != len(config["augmenting"]):
+            raise ValueError(
+                f"The saved bridges join {len(config['augmenting'])} augmenting model(s); {len(augmenting)} given."
+            )
+        for a, (model, saved) in enumerate(zip(augmenting, config["augmenting"])):
+            _check_identity(f"augmenting model {a}", saved, ModelShape.of(model, paths["augmenting"][a]))
+        layer_maps = [LayerMap(tuple(m["augmenting"]), tuple(m["anchor"])) for m in config["layer_maps"]]
+        model = cls(anchor, augmenting, layer_maps, config["num_heads"], paths["anchor"], paths["augmenting"])
+        try:
+            state = load_file(folder / WEIGHTS_NAME)
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"Cannot read {folder / WEIGHTS_NAME}: {err}. The save is corrupt; save it again.") from err
+        missing, unexpected = set(model.bridges.state_dict()) - set(state), set(state) - set(model.bridges.state_dict())
+        if missing or unexpected:
+            raise ValueError(f"{folder / WEIGHTS_NAME} does not match its config: missing {sorted(missing)[:4]}, "
+                             f"unexpected {sorted(unexpected)[:4]}.")
+        model.bridges.load_state_dict(state)
+        return model
+
+    # ------------------------------------------------------------------ hooks
+    @contextlib.contextmanager
+    def _attached(self):
+        """Hooks on the anchor for the duration of one composed call, always removed."""
+        handles = [self.anchor.register_forward_pre_hook(self._prepare, with_kwargs=True)]
+        for j in sorted({s.anchor_layer for s in self.specs}):
+            handles.append(self._anchor_layers[j].register_forward_hook(self._add_bridges(j)))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._step = None
+
+    def _prepare(self, anchor: nn.Module, args: tuple, kwargs: dict):
+        """Pre-forward hook of the anchor: run the augmenting models on the same new tokens
+        and set each bridge's keys, values and mask for this call."""
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise ValueError("The composed model needs input_ids (inputs_embeds alone cannot feed the augmenting models).")
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() != 2:
+            raise ValueError("The composed model takes a 2D attention_mask (B, S); static/compiled caches are not supported.")
+        cache_key = "cache" if "cache" in kwargs or "past_key_values" not in kwargs else "past_key_values"
+        cache = kwargs.get(cache_key)
+        use_cache = kwargs.get("use_cache")
+        if use_cache is None:
+            use_cache = anchor.config.use_cache
+        if cache is None and use_cache:
+            cache = kwargs[cache_key] = DynamicCache(config=anchor.config)
+        past = cache.get_seq_length() if cache is not None else 0
+        new = input_ids.shape[1]
+        self._check_length(past + new)
+        state = self._state_for(cache, past)
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = positions_from_mask(mask, past, new, input_ids.device)
+        hidden = [self._augmenting_states(a, input_ids, mask, positions, state) for a in range(len(self.augmenting))]
+        for b, (spec, bridge) in enumerate(zip(self.specs, self.bridges)):
+            k, v = bridge.keys_values(hidden[spec.augmenting][spec.augmenting_layer])
+            if state.length:
+                k, v = torch.cat([state.keys[b], k], dim=2), torch.cat([state.values[b], v], dim=2)
+            state.keys[b], state.values[b] = k, v
+        state.length = past + new
+        state.mask = self._bridge_mask(mask, past, new, input_ids.shape[0], input_ids.device)
+        self._step = state
+        return args, kwargs
+
+    def _state_for(self, cache, past: int) -> _StepState:
+        """A fresh state for a new sequence, or the one that follows ``cache``."""
+        if past == 0:
+            caches = [DynamicCache(config=m.config) if cache is not None else None for m in self.augmenting]
+            state = _StepState(caches, [None] * len(self.bridges), [None] * len(self.bridges))
+            if cache is not None:
+                self._states[cache] = state
+            return state
+        state = self._states.get(cache)
+        if state is None or state.length != past:
+            raise RuntimeError(
+                "This anchor cache was not made by this composed model's last call on it (the augmenting caches "
+                "do not follow it). Start the sequence again without a cache."
+            )
+        return state
+
+    @torch.no_grad()
+    def _augmenting_states(self, a: int, input_ids, mask, positions, state: _StepState) -> dict[int, torch.Tensor]:
+        """Hidden states (B, T, D_A) leaving each mapped layer of augmenting model ``a``."""
+        wanted = {s.augmenting_layer for s in self.specs if s.augmenting == a}
+        captured: dict[int, torch.Tensor] = {}
+
+        def capture(i):
+            def hook(module, args, output):
+                captured[i] = output[0] if isinstance(output, tuple) else output
+            return hook
+
+        layers = self._augmenting_layers[a]
+        handles = [layers[i].register_forward_hook(capture(i)) for i in wanted]
+        try:
+            cache = state.augmenting_caches[a]
+            self.augmenting[a].base_model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=cache is not None,
+            )
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
+
+    def _bridge_mask(self, mask, past: int, new: int, batch: int, device) -> torch.Tensor:
+        """(B, new, past+new) bool: anchor position t reads augmenting position s iff s ≤ t
+        and both are real tokens."""
+        query = torch.arange(past, past + new, device=device)
+        key = torch.arange(past + new, device=device)
+        allowed = (key[None, :] <= query[:, None]).expand(batch, new, past + new)
+        if mask is not None:
+            real = mask.bool()
+            allowed = allowed & real[:, None, :] & real[:, -new:, None]
+        return allowed
+
+    def _add_bridges(self, j: int):
+        bridges = [(b, bridge) for b, (s, bridge) in enumerate(zip(self.specs, self.bridges)) if s.anchor_layer == j]
+
+        def hook(module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output  # (B, T, D_B)
+            step = self._step
+            delta = 0
+            for b, bridge in bridges:
+                out, weights = bridge(hidden, step.keys[b], step.values[b], step.mask, self.capture_attention)
+                delta = delta + out
+                if weights is not None:
+                    self.attention[b] = weights.detach()
+            hidden = hidden + delta
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        return hook
+
+    # ------------------------------------------------------------------ checks
+    def _check_ids_and_mask(self, input_ids, attention_mask, past: int) -> None:
+        if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
+            raise ValueError(f"input_ids must be a (batch, length) tensor of token ids; got {_describe(input_ids)}.")
+        if attention_mask is not None and tuple(attention_mask.shape) != (input_ids.shape[0], past + input_ids.shape[1]):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)} "
+                f"(plus {past} cached tokens) need ({input_ids.shape[0]}, {past + input_ids.shape[1]})."
+            )
+        vocab = min(s.vocab_size for s in (self.anchor_shape, *self.augmenting_shapes))
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab):
+            raise ValueError(f"input_ids hold ids outside 0..{vocab - 1}, the vocabulary both models share.")
+
+    def _check_length(self, length: int) -> None:
+        for role, shape in (("anchor", self.anchor_shape), *(("augmenting", s) for s in self.augmenting_shapes)):
+            if shape.max_positions is not None and length > shape.max_positions:
+                raise ValueError(
+                    f"The sequence has {length} tokens but the {role} model ({shape.model_type}) accepts at most "
+                    f"{shape.max_positions}; shorten the input or max_new_tokens."
+                )
+
+
+def compose(
+    anchor: PreTrainedModel,
+    augmenting: PreTrainedModel | Sequence[PreTrainedModel],
+    layers: LayerSpec | Sequence[LayerSpec] = 4,
+    num_heads: int | None = None,
+    check_vocab: bool = True,
+    anchor_layers_path: str | None = None,
+    augmenting_layers_path: str | None | Sequence[str | None] = None,
+) -> ComposedModel:
+    """Compose a frozen anchor with frozen augmenting model(s) through new bridges.
+
+    Args:
+        anchor: the capable model m_B (any HF decoder-only causal LM).
+        augmenting: the specialised model m_A, or a list of them.
+        layers: which layers to join, per augmenting model (one spec for all, or a list with
+            one per model): an int ``k`` (every k-th augmenting layer, the paper's default 4),
+            ``Evenly(n)``, a ``LayerMap``, or explicit ``[(augmenting_layer, anchor_layer), …]``
+            pairs of 0-based layer outputs.
+        num_heads: cross-attention heads; default the anchor's.
+        check_vocab: require equal vocabulary sizes (both models read the same token ids).
+            Turn off only if the tokenizers are identical and just the embedding padding differs.
+        anchor_layers_path, augmenting_layers_path: attribute paths of the decoder layers for
+            architectures the kit cannot find on its own (e.g. ``"model.layers"``).
+    Returns:
+        A :class:`ComposedModel` equal to the anchor until its bridges are trained.
+    """
+    augmenting = _as_list(augmenting)
+    _check_causal_lm(anchor, "anchor")
+    for m in augmenting:
+        _check_causal_lm(m, "augmenting")
+        if m is anchor:
+            raise ValueError("The anchor and the augmenting model must be different model objects.")
+        if check_vocab and m.config.get_text_config().vocab_size != anchor.config.get_text_config().vocab_size:
+            raise ValueError(
+                f"The anchor's vocabulary ({anchor.config.get_text_config().vocab_size}) differs from the augmenting "
+                f"model's ({m.config.get_text_config().vocab_size}): both read the same token ids, so they need the "
+                "same tokenizer. If only the embedding padding differs, pass check_vocab=False."
+            )
+    paths = (
+        list(augmenting_layers_path)
+        if isinstance(augmenting_layers_path, (list, tuple))
+        else [augmenting_layers_path] * len(augmenting)
+    )
+    specs = _per_model_specs(layers, len(augmenting))
+    anchor_shape = ModelShape.of(anchor, anchor_layers_path)
+    layer_maps = [resolve_layer_map(spec, ModelShape.of(m, p), anchor_shape) for spec, m, p in zip(specs, augmenting, paths)]
+    return ComposedModel(anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths)
+
+
+def _per_model_specs(layers, n_models: int) -> list:
+    """One layer spec per augmenting model: a list of specs (one each) or one spec for all."""
+    is_pair_list = isinstance(layers, (list, tuple)) and layers and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, int) for x in p) for p in layers
+    )
+    if isinstance(layers, (list, tuple)) and not is_pair_list:
+        if len(layers) != n_models:
+            raise ValueError(
+                f"layers has {len(layers)} entries but there are {n_models} augmenting models: give one spec for all "
+                "models, or one per model."
+            )
+        return list(layers)
+    return [layers] * n_models
+
+
+def _as_list(augmenting) -> list:
+    return list(augmenting) if isinstance(augmenting, (list, tuple, nn.ModuleList)) else [augmenting]
+
+
+def _check_identity(role: str, saved: dict, shape: ModelShape) -> None:
+    fields = ("model_type", "num_layers", "hidden_size", "vocab_size")
+    diffs = [f"{f}: saved {saved.get(f)!r}, given {getattr(shape, f)!r}" for f in fields if saved.get(f) != getattr(shape, f)]
+    if diffs:
+        raise ValueError(
+            f"The {role} does not fit the saved bridges (saved for {saved.get('name_or_path') or 'an unnamed model'}): "
+            + "; ".join(diffs)
+        )
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _describe(x) -> str:
+    return f"shape {tuple(x.shape)}, dtype {x.dtype}" if torch.is_tensor(x) else type(x).__name__
