@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -63,6 +64,33 @@ class _StepState:
     values: list
     length: int = 0
     mask: torch.Tensor | None = None
+
+
+class AttentionRecord:
+    """Attention weights captured per bridge, across the anchor calls of one forward or generate.
+
+    ``record[b]`` is (B, H, anchor_len, augmenting_len) for bridge ``b``: during cached generation
+    each step adds one anchor row that reads a longer augmenting prefix; the rows are stacked
+    and the positions a row could not read yet are exact zeros. A call that starts a new
+    sequence (no cache) starts the record afresh, so it always covers the latest sequence.
+    """
+
+    def __init__(self):
+        self.chunks: dict[int, list[torch.Tensor]] = {}
+
+    def add(self, bridge: int, weights: torch.Tensor) -> None:
+        self.chunks.setdefault(bridge, []).append(weights.detach())
+
+    def __getitem__(self, bridge: int) -> torch.Tensor:
+        chunks = self.chunks[bridge]
+        width = chunks[-1].shape[-1]
+        return torch.cat([F.pad(c, (0, width - c.shape[-1])) for c in chunks], dim=2)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def bridges(self) -> list[int]:
+        return sorted(self.chunks)
 
 
 def _check_causal_lm(model: nn.Module, role: str) -> None:
@@ -134,8 +162,7 @@ class ComposedModel(nn.Module):
             base.eval()
         self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._step: _StepState | None = None
-        self.capture_attention = False
-        self.attention: dict[int, torch.Tensor] = {}
+        self._record: AttentionRecord | None = None
 
     # ------------------------------------------------------------------ public API
     def forward(
@@ -195,6 +222,23 @@ class ComposedModel(nn.Module):
             )
         with self._attached():
             return self.anchor.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator["AttentionRecord"]:
+        """Record every bridge's attention weights during the composed calls inside the block.
+
+        Off by default; outputs are the same with it on (an explicit softmax replaces the fused
+        kernel, equal up to float rounding). Example::
+
+            with model.capture_attention() as record:
+                model(ids)
+            record[0]  # (B, H, anchor_len, augmenting_len) for bridge 0
+        """
+        self._record = AttentionRecord()
+        try:
+            yield self._record
+        finally:
+            self._record = None
 
     def bridge_parameters(self) -> Iterator[nn.Parameter]:
         """The only trainable parameters: those of the bridges."""
@@ -338,6 +382,8 @@ class ComposedModel(nn.Module):
         new = input_ids.shape[1]
         self._check_length(past + new)
         state = self._state_for(cache, past)
+        if self._record is not None and past == 0:
+            self._record.chunks.clear()
         positions = kwargs.get("position_ids")
         if positions is None:
             positions = positions_from_mask(mask, past, new, input_ids.device)
@@ -414,10 +460,10 @@ class ComposedModel(nn.Module):
             step = self._step
             delta = 0
             for b, bridge in bridges:
-                out, weights = bridge(hidden, step.keys[b], step.values[b], step.mask, self.capture_attention)
+                out, weights = bridge(hidden, step.keys[b], step.values[b], step.mask, self._record is not None)
                 delta = delta + out
                 if weights is not None:
-                    self.attention[b] = weights.detach()
+                    self._record.add(b, weights)
             hidden = hidden + delta
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 

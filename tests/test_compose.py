@@ -215,3 +215,38 @@ def test_bfloat16_models_get_bfloat16_bridges(ids):
     assert torch.equal(model(ids).logits, anchor(ids).logits)
     model.to(torch.float32)
     assert anchor.dtype == torch.float32 and all(p.dtype == torch.float32 for p in model.bridge_parameters())
+
+
+@torch.no_grad()
+def test_attention_capture_shapes_masks_and_unchanged_outputs():
+    anchor, augmenting = make_pair("llama<-gpt2")
+    model = randomise_bridges(compose(anchor, augmenting, layers=Evenly(2)))
+    ids, mask = _padded([[5, 6, 7, 8, 9], [10, 11, 12]], "left")
+    plain = model(ids, attention_mask=mask).logits
+    with model.capture_attention() as record:
+        captured = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(captured, plain, atol=1e-5, rtol=1e-5)
+    assert record.bridges() == [0, 1]
+    weights = record[0]
+    assert weights.shape == (2, model.num_heads, 5, 5)
+    assert torch.all(weights.triu(diagonal=1) == 0), "future positions must be exact zeros"
+    assert torch.all(weights[1, :, :, :2] == 0) and torch.all(weights[1, :, :2, :] == 0), "padding must be zeros"
+    torch.testing.assert_close(weights[0].sum(-1), torch.ones(model.num_heads, 5))
+    torch.testing.assert_close(weights[1, :, 2:].sum(-1), torch.ones(model.num_heads, 3))
+    assert model._record is None
+
+
+@torch.no_grad()
+def test_attention_capture_during_cached_generation():
+    anchor, augmenting = make_pair("llama<-gpt2")
+    model = randomise_bridges(compose(anchor, augmenting, layers=Evenly(2)))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with model.capture_attention() as record:
+        out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None)
+    weights = record[1]
+    assert weights.shape == (1, model.num_heads, 7, 7)  # the last new token is never fed back
+    assert torch.all(weights.triu(diagonal=1) == 0)
+    full = model.capture_attention()
+    with full as again:
+        model(out[:, :-1])
+    torch.testing.assert_close(again[1], weights, atol=1e-5, rtol=1e-4)
