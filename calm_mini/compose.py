@@ -163,6 +163,7 @@ class ComposedModel(nn.Module):
         self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._step: _StepState | None = None
         self._record: AttentionRecord | None = None
+        self._encoder: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ public API
     def forward(
@@ -173,6 +174,8 @@ class ComposedModel(nn.Module):
         position_ids: torch.LongTensor | None = None,
         cache=None,
         use_cache: bool = False,
+        encoder_ids: torch.LongTensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
         **kwargs,
     ):
         """Run the composed model.
@@ -184,6 +187,9 @@ class ComposedModel(nn.Module):
             cache: the anchor cache returned by an earlier cached call (``out.cache``) to
                 continue that sequence; the augmenting models' caches and the bridges'
                 keys/values follow it.
+            encoder_ids, encoder_mask: (B, S) — only for the paper's *encoder* ablation: the
+                augmenting models read these tokens (the prompt) once, instead of the same
+                tokens as the anchor, and every anchor position may read all of them.
         Returns:
             the anchor's ``CausalLMOutputWithPast`` (logits (B, T, V), loss, cache).
         """
@@ -191,7 +197,7 @@ class ComposedModel(nn.Module):
         self._check_ids_and_mask(input_ids, attention_mask, past)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, past, input_ids.shape[1], input_ids.device)
-        with self._attached():
+        with self._attached(encoder_ids, encoder_mask):
             return self.anchor(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -203,13 +209,21 @@ class ComposedModel(nn.Module):
             )
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs):
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        encoder_ids: torch.LongTensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
         """Hugging Face ``generate`` of the anchor, composed. Greedy, sampling and all logits
         processors work; with ``use_cache`` (the default) the anchor, each augmenting model and
         each bridge keep caches, and every new token is fed to all of them.
 
         Args:
             input_ids: (B, T) prompt ids; left-pad batches and pass ``attention_mask``.
+            encoder_ids, encoder_mask: the encoder ablation, as in :meth:`forward`.
         Returns:
             (B, T + new) ids, as the anchor's ``generate``.
         """
@@ -220,7 +234,7 @@ class ComposedModel(nn.Module):
                 "Beam search is not supported by the composed model (the augmenting caches would have to be "
                 "reordered with the beams); use greedy decoding or sampling (num_beams=1)."
             )
-        with self._attached():
+        with self._attached(encoder_ids, encoder_mask):
             return self.anchor.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     @contextlib.contextmanager
@@ -350,17 +364,23 @@ class ComposedModel(nn.Module):
 
     # ------------------------------------------------------------------ hooks
     @contextlib.contextmanager
-    def _attached(self):
+    def _attached(self, encoder_ids=None, encoder_mask=None):
         """Hooks on the anchor for the duration of one composed call, always removed."""
+        if encoder_ids is not None:
+            self._check_ids_and_mask(encoder_ids, encoder_mask, 0)
         handles = [self.anchor.register_forward_pre_hook(self._prepare, with_kwargs=True)]
         for j in sorted({s.anchor_layer for s in self.specs}):
             handles.append(self._anchor_layers[j].register_forward_hook(self._add_bridges(j)))
         try:
+            if encoder_ids is not None:
+                mask = encoder_mask if encoder_mask is not None else torch.ones_like(encoder_ids)
+                self._encoder = (encoder_ids, mask)
             yield
         finally:
             for handle in handles:
                 handle.remove()
             self._step = None
+            self._encoder = None
 
     def _prepare(self, anchor: nn.Module, args: tuple, kwargs: dict):
         """Pre-forward hook of the anchor: run the augmenting models on the same new tokens
@@ -384,17 +404,15 @@ class ComposedModel(nn.Module):
         state = self._state_for(cache, past)
         if self._record is not None and past == 0:
             self._record.chunks.clear()
-        positions = kwargs.get("position_ids")
-        if positions is None:
-            positions = positions_from_mask(mask, past, new, input_ids.device)
-        hidden = [self._augmenting_states(a, input_ids, mask, positions, state) for a in range(len(self.augmenting))]
-        for b, (spec, bridge) in enumerate(zip(self.specs, self.bridges)):
-            k, v = bridge.keys_values(hidden[spec.augmenting][spec.augmenting_layer])
-            if state.length:
-                k, v = torch.cat([state.keys[b], k], dim=2), torch.cat([state.values[b], v], dim=2)
-            state.keys[b], state.values[b] = k, v
+        if self._encoder is None:
+            positions = kwargs.get("position_ids")
+            if positions is None:
+                positions = positions_from_mask(mask, past, new, input_ids.device)
+            self._extend_keys_values(state, input_ids, mask, positions)
+            state.mask = self._bridge_mask(mask, past, new, input_ids.shape[0], input_ids.device)
+        else:
+            state.mask = self._encoder_mask(state, past, new, mask)
         state.length = past + new
-        state.mask = self._bridge_mask(mask, past, new, input_ids.shape[0], input_ids.device)
         self._step = state
         return args, kwargs
 
@@ -414,8 +432,33 @@ class ComposedModel(nn.Module):
             )
         return state
 
+    def _extend_keys_values(self, state: _StepState, input_ids, mask, positions) -> None:
+        """Feed the new tokens to every augmenting model and append each bridge's keys/values."""
+        hidden = [
+            self._augmenting_states(a, input_ids, mask, positions, state.augmenting_caches[a])
+            for a in range(len(self.augmenting))
+        ]
+        for b, (spec, bridge) in enumerate(zip(self.specs, self.bridges)):
+            k, v = bridge.keys_values(hidden[spec.augmenting][spec.augmenting_layer])
+            if state.length:
+                k, v = torch.cat([state.keys[b], k], dim=2), torch.cat([state.values[b], v], dim=2)
+            state.keys[b], state.values[b] = k, v
+
+    def _encoder_mask(self, state: _StepState, past: int, new: int, mask) -> torch.Tensor:
+        """The encoder ablation: the augmenting models read only the given prompt, once, and
+        every anchor position may read all of it. Returns the (B, new, S_prompt) bridge mask."""
+        ids, prompt_mask = self._encoder
+        if past == 0:
+            positions = positions_from_mask(prompt_mask, 0, ids.shape[1], ids.device)
+            state.augmenting_caches = [None] * len(self.augmenting)
+            self._extend_keys_values(state, ids, prompt_mask, positions)
+        readable = prompt_mask.bool()[:, None, :].expand(ids.shape[0], new, ids.shape[1])
+        if mask is not None:
+            readable = readable & mask.bool()[:, -new:, None]
+        return readable
+
     @torch.no_grad()
-    def _augmenting_states(self, a: int, input_ids, mask, positions, state: _StepState) -> dict[int, torch.Tensor]:
+    def _augmenting_states(self, a: int, input_ids, mask, positions, cache) -> dict[int, torch.Tensor]:
         """Hidden states (B, T, D_A) leaving each mapped layer of augmenting model ``a``."""
         wanted = {s.augmenting_layer for s in self.specs if s.augmenting == a}
         captured: dict[int, torch.Tensor] = {}
@@ -428,7 +471,6 @@ class ComposedModel(nn.Module):
         layers = self._augmenting_layers[a]
         handles = [layers[i].register_forward_hook(capture(i)) for i in wanted]
         try:
-            cache = state.augmenting_caches[a]
             self.augmenting[a].base_model(
                 input_ids=input_ids,
                 attention_mask=mask,

@@ -250,3 +250,23 @@ def test_attention_capture_during_cached_generation():
     with full as again:
         model(out[:, :-1])
     torch.testing.assert_close(again[1], weights, atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_encoder_ablation_reads_only_the_prompt():
+    anchor, augmenting = make_pair("llama<-gpt2")
+    model = randomise_bridges(compose(anchor, augmenting, layers=Evenly(2)))
+    prompt, mask = _padded([[5, 6, 7, 8], [9, 10, 11]], "left")
+    full = torch.cat([prompt, torch.tensor([[20, 21], [22, 23]])], dim=1)
+    full_mask = torch.cat([mask, torch.ones(2, 2, dtype=torch.long)], dim=1)
+    out = model(full, attention_mask=full_mask, encoder_ids=prompt, encoder_mask=mask).logits
+    assert not torch.allclose(out, model(full, attention_mask=full_mask).logits), "encoder differs from CALM"
+    changed = prompt.clone()
+    changed[:, -1] = 30
+    moved = model(full, attention_mask=full_mask, encoder_ids=changed, encoder_mask=mask).logits
+    assert not torch.allclose(out[0, 0], moved[0, 0]), "an encoder lets early positions read the whole prompt"
+    kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=None, encoder_ids=prompt,
+                  encoder_mask=mask)
+    cached = model.generate(prompt, attention_mask=mask, **kwargs)
+    assert torch.equal(cached, model.generate(prompt, attention_mask=mask, use_cache=False, **kwargs))
+    assert model._encoder is None and _hook_count(anchor) == 0
