@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
 from .bridge import Bridge
+from .files import atomic_write
 from .layers import LayerMap, LayerSpec, ModelShape, decoder_layers, resolve_layer_map, summary
 
 CONFIG_NAME = "calm_config.json"
@@ -82,6 +82,8 @@ class AttentionRecord:
         self.chunks.setdefault(bridge, []).append(weights.detach())
 
     def __getitem__(self, bridge: int) -> torch.Tensor:
+        if bridge not in self.chunks:
+            raise KeyError(f"No attention recorded for bridge {bridge}; recorded bridges: {self.bridges()}.")
         chunks = self.chunks[bridge]
         width = chunks[-1].shape[-1]
         return torch.cat([F.pad(c, (0, width - c.shape[-1])) for c in chunks], dim=2)
@@ -312,9 +314,9 @@ class ComposedModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.bridges.state_dict().items()}
-        _atomic_write(folder / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+        atomic_write(folder / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
         text = json.dumps(self.composition_config(), indent=2)
-        _atomic_write(folder / CONFIG_NAME, lambda path: Path(path).write_text(text))
+        atomic_write(folder / CONFIG_NAME, lambda path: Path(path).write_text(text))
 
     @classmethod
     def from_pretrained(
@@ -609,18 +611,6 @@ def _check_identity(role: str, saved: dict, shape: ModelShape) -> None:
             f"The {role} does not fit the saved bridges (saved for {saved.get('name_or_path') or 'an unnamed model'}): "
             + "; ".join(diffs)
         )
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _describe(x) -> str:

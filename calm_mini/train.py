@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -31,6 +30,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
+
+from .files import atomic_folder, atomic_write
 
 LATEST = "latest.json"
 
@@ -200,10 +201,8 @@ def save_checkpoint(output_dir: Path, step: int, log: list[dict], named, optimiz
     """Write ``checkpoint-{step}`` into a temporary folder, rename it into place, then point
     ``latest.json`` at it and remove older checkpoints. An interruption at any moment leaves
     the previous complete checkpoint in force."""
-    output_dir.mkdir(parents=True, exist_ok=True)
     name = f"checkpoint-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output_dir))
-    try:
+    with atomic_folder(output_dir / name) as tmp:
         save_file({n: p.detach().contiguous().cpu() for n, p in named}, tmp / "trainable.safetensors")
         opt = optimizer.state_dict()
         tensors = {f"{i}.{k}": v.contiguous().cpu() for i, s in opt["state"].items() for k, v in s.items()}
@@ -217,20 +216,11 @@ def save_checkpoint(output_dir: Path, step: int, log: list[dict], named, optimiz
             "config": asdict(cfg),
         }
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        final = output_dir / name
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fd, pointer = tempfile.mkstemp(dir=output_dir, prefix=".latest-", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"checkpoint": name}, f)
-    os.replace(pointer, output_dir / LATEST)
+    atomic_write(output_dir / LATEST, lambda path: Path(path).write_text(json.dumps({"checkpoint": name})))
     for old in output_dir.glob("checkpoint-*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
-    return final
+    return output_dir / name
 
 
 def load_checkpoint(output_dir: Path, named, optimizer, schedule, cfg: TrainConfig) -> tuple[int, list[dict]]:
