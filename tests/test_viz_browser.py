@@ -1,0 +1,120 @@
+"""The exported explorer draws in a real, offline browser and reacts to its controls.
+
+Needs Debian's Chromium and Playwright for Python (`apt-get install -y chromium`,
+`pip install playwright`; never `playwright install`). Skipped when either is missing, unless
+CALM_MINI_REQUIRE_BROWSER=1 (CI) makes that a failure. With CALM_MINI_UPDATE_ASSETS=1 the
+screenshot is also kept as assets/explorer_screenshot.png.
+"""
+
+import importlib.util
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from calm_mini import Evenly, compose, viz
+from conftest import make_pair, randomise_bridges
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The network is closed: without these flags Chromium keeps trying (and failing) to phone home.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "explorer_screenshot.png"
+PROMPT = [5, 17, 42, 5, 9, 10]
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.is_file():
+        return f"{CHROMIUM} not found (apt-get install -y chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright not installed (pip install playwright; use the system Chromium, not `playwright install`)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def page():
+    missing = _missing()
+    if missing:
+        if os.environ.get("CALM_MINI_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"CALM_MINI_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser.new_page(viewport={"width": 1200, "height": 700})
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def explorer_file(tmp_path_factory):
+    anchor, augmenting = make_pair("llama<-gpt2")
+    model = randomise_bridges(compose(anchor, augmenting, layers=Evenly(2)))
+    with torch.no_grad():  # tiny random models attend almost uniformly; sharpen so heads look different
+        for bridge in model.bridges:
+            bridge.query.weight.normal_(0, 3)
+    path = tmp_path_factory.mktemp("explorer") / "explorer.html"
+    viz.explorer_html(model, PROMPT, tokenizer=lambda i: f"tok{i}", path=path)
+    return path
+
+
+def heatmap_image(page) -> str:
+    """The data URL of the visible heatmap's raster image (plotly draws heatmaps as <image>)."""
+    images = page.locator(".hm image")
+    assert images.count() == 1, "exactly one heatmap is drawn"
+    return images.first.get_attribute("href") or images.first.get_attribute("xlink:href")
+
+
+def plot_state(page) -> dict:
+    return page.evaluate("""() => { const gd = document.querySelector('.plotly-graph-div');
+        return {visible: gd.data.map(t => t.visible), row: gd.layout.shapes[0].y0,
+                table: gd.data[gd.data.length - 1].cells.values[0]}; }""")
+
+
+def test_exported_explorer_draws_and_reacts(page, explorer_file, tmp_path):
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(explorer_file.as_uri())
+    page.wait_for_selector(".main-svg .hm image", timeout=20_000)
+
+    labels = page.locator(".main-svg .ytick text").all_text_contents()
+    assert labels == [f"tok{i}" for i in PROMPT]
+    before, state = heatmap_image(page), plot_state(page)
+    assert before.startswith("data:image/png") and state["visible"].index(True) == 0
+    assert state["row"] == len(PROMPT) - 1.5
+
+    page.locator(".updatemenu-header-group").nth(1).click()  # the head dropdown
+    page.locator(".updatemenu-dropdown-button", has_text=re.compile("^head 1$")).click()
+    page.wait_for_function("() => document.querySelector('.plotly-graph-div').data[2].visible === true")
+    assert heatmap_image(page) != before
+    assert plot_state(page)["visible"].index(True) == 2  # bridge 0, head 1
+
+    page.locator(".updatemenu-header-group").nth(0).click()  # the bridge dropdown
+    page.locator(".updatemenu-dropdown-button", has_text=re.compile("^bridge 1:")).click()
+    heads = len(state["visible"][:-1]) // 2
+    page.wait_for_function(f"() => document.querySelector('.plotly-graph-div').data[{heads + 2}].visible === true")
+
+    rail = page.locator(".slider-rail-touch-rect").bounding_box()
+    page.mouse.click(rail["x"] + 2, rail["y"] + rail["height"] / 2)  # the slider's first step: token 0
+    page.wait_for_function("() => document.querySelector('.plotly-graph-div').layout.shapes[0].y0 === -0.5")
+    assert plot_state(page)["table"] != state["table"]
+    assert not errors
+
+    shot = tmp_path / "explorer_screenshot.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("CALM_MINI_UPDATE_ASSETS") == "1":
+        ASSET.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, ASSET)
+
+
+def test_saved_heatmap_draws_offline(page, tmp_path):
+    tokens = ["the", "cat", "the", "dog"]
+    weights = torch.rand(2, 4, 4)
+    (html, *_) = viz.save_figure(viz.attention_heatmap(weights, tokens), tmp_path / "heatmap", png=False)
+    page.goto(html.as_uri())
+    page.wait_for_selector(".main-svg .hm image", timeout=20_000)
+    assert page.locator(".main-svg .xtick text").all_text_contents() == tokens
