@@ -256,6 +256,10 @@ class ComposedModel(nn.Module):
         finally:
             self._record = None
 
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
     def bridge_parameters(self) -> Iterator[nn.Parameter]:
         """The only trainable parameters: those of the bridges."""
         return self.bridges.parameters()
