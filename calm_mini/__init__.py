@@ -6,9 +6,10 @@
 
 from .bridge import Bridge
 from .compose import ComposedModel, compose
-from .layers import EveryK, Evenly, LayerMap, ModelShape, bridge_parameter_count, decoder_layers
+from .layers import EMBEDDINGS, EveryK, Evenly, LayerMap, ModelShape, bridge_parameter_count, decoder_layers
 
 __all__ = [
+    "EMBEDDINGS",
     "Bridge",
     "ComposedModel",
     "EveryK",

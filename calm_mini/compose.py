@@ -35,7 +35,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from .bridge import Bridge
 from .files import atomic_write
-from .layers import LayerMap, LayerSpec, ModelShape, decoder_layers, resolve_layer_map, summary
+from .layers import EMBEDDINGS, LayerMap, LayerSpec, ModelShape, decoder_layers, resolve_layer_map, summary
 
 CONFIG_NAME = "calm_config.json"
 WEIGHTS_NAME = "bridges.safetensors"
@@ -376,7 +376,10 @@ class ComposedModel(nn.Module):
             self._check_ids_and_mask(encoder_ids, encoder_mask, 0)
         handles = [self.anchor.register_forward_pre_hook(self._prepare, with_kwargs=True)]
         for j in sorted({s.anchor_layer for s in self.specs}):
-            handles.append(self._anchor_layers[j].register_forward_hook(self._add_bridges(j)))
+            if j == EMBEDDINGS:
+                handles.append(self._anchor_layers[0].register_forward_pre_hook(self._add_bridges(j), with_kwargs=True))
+            else:
+                handles.append(self._anchor_layers[j].register_forward_hook(self._add_bridges(j)))
         try:
             if encoder_ids is not None:
                 mask = encoder_mask if encoder_mask is not None else torch.ones_like(encoder_ids)
@@ -470,12 +473,21 @@ class ComposedModel(nn.Module):
         captured: dict[int, torch.Tensor] = {}
 
         def capture(i):
-            def hook(module, args, output):
+            def after(module, args, output):
                 captured[i] = output[0] if isinstance(output, tuple) else output
-            return hook
+
+            def before(module, args, kwargs):
+                captured[i] = args[0] if args else kwargs["hidden_states"]
+
+            return before if i == EMBEDDINGS else after
 
         layers = self._augmenting_layers[a]
-        handles = [layers[i].register_forward_hook(capture(i)) for i in wanted]
+        handles = [
+            layers[0].register_forward_pre_hook(capture(i), with_kwargs=True)
+            if i == EMBEDDINGS
+            else layers[i].register_forward_hook(capture(i))
+            for i in wanted
+        ]
         try:
             self.augmenting[a].base_model(
                 input_ids=input_ids,
@@ -500,22 +512,31 @@ class ComposedModel(nn.Module):
             allowed = allowed & real[:, None, :] & real[:, -new:, None]
         return allowed
 
-    def _add_bridges(self, j: int):
-        bridges = [(b, bridge) for b, (s, bridge) in enumerate(zip(self.specs, self.bridges)) if s.anchor_layer == j]
-
-        def hook(module, args, output):
-            hidden = output[0] if isinstance(output, tuple) else output  # (B, T, D_B)
-            step = self._step
-            delta = 0
-            for b, bridge in bridges:
+    def _bridged(self, j: int, hidden: torch.Tensor) -> torch.Tensor:
+        """H_B^j + the outputs of the bridges into anchor layer ``j``; hidden is (B, T, D_B)."""
+        step, delta = self._step, 0
+        for b, (spec, bridge) in enumerate(zip(self.specs, self.bridges)):
+            if spec.anchor_layer == j:
                 out, weights = bridge(hidden, step.keys[b], step.values[b], step.mask, self._record is not None)
                 delta = delta + out
                 if weights is not None:
                     self._record.add(b, weights)
-            hidden = hidden + delta
-            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+        return hidden + delta
 
-        return hook
+    def _add_bridges(self, j: int):
+        """Forward hook after anchor layer ``j`` (or, for j = -1, pre-hook of layer 0)."""
+
+        def after(module, args, output):
+            if isinstance(output, tuple):
+                return (self._bridged(j, output[0]), *output[1:])
+            return self._bridged(j, output)
+
+        def before(module, args, kwargs):
+            if args:
+                return (self._bridged(j, args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": self._bridged(j, kwargs["hidden_states"])}
+
+        return before if j == EMBEDDINGS else after
 
     # ------------------------------------------------------------------ checks
     def _check_ids_and_mask(self, input_ids, attention_mask, past: int) -> None:

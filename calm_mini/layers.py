@@ -3,7 +3,9 @@
 CALM joins layer ``i`` of the augmenting model m_A to layer ``j`` of the anchor m_B with a
 bridge. Layer indices are **0-based layer outputs**: pair ``(3, 5)`` reads the hidden states
 that leave augmenting layer 3 and adds the bridge's output to the hidden states that leave
-anchor layer 5 (so they feed anchor layer 6).
+anchor layer 5 (so they feed anchor layer 6). Index ``-1`` (``EMBEDDINGS``) names the token
+embeddings, the input of layer 0: a bridge into anchor layer -1 edits what the anchor's first
+layer reads (the kit's addition; the paper joins layer outputs only).
 
 Three ways to choose the pairs (the paper's default is the first, with ``k = 4``):
 
@@ -21,6 +23,8 @@ from functools import reduce
 from typing import Sequence, Union
 
 from torch import nn
+
+EMBEDDINGS = -1  # layer index of the embeddings' output, the input of decoder layer 0
 
 # Where common architectures keep their decoder blocks, relative to the causal-LM wrapper.
 KNOWN_LAYER_PATHS = (
@@ -144,11 +148,11 @@ class LayerMap:
     def check(self, augmenting: ModelShape, anchor: ModelShape) -> "LayerMap":
         """Raise ``ValueError`` if a layer index is outside its model; return ``self``."""
         for name, layers, shape in (("augmenting", self.augmenting, augmenting), ("anchor", self.anchor, anchor)):
-            bad = [i for i in layers if not 0 <= i < shape.num_layers]
+            bad = [i for i in layers if not EMBEDDINGS <= i < shape.num_layers]
             if bad:
                 raise ValueError(
                     f"{name.capitalize()} layer(s) {bad} out of range: the {name} model has "
-                    f"{shape.num_layers} layers, numbered 0..{shape.num_layers - 1}."
+                    f"{shape.num_layers} layers, numbered 0..{shape.num_layers - 1} (-1: the embeddings)."
                 )
         return self
 

@@ -11,6 +11,16 @@ from calm_mini.models import tiny
 from conftest import VOCAB, make_pair, randomise_bridges
 
 
+# The paper's placement (layer outputs) and the kit's addition: a bridge into the anchor's
+# embeddings (-1), fed from the augmenting model's embeddings and its last layer.
+LAYER_SPECS = {"evenly": Evenly(2), "embeddings": [(-1, -1), (1, 0)]}
+
+
+@pytest.fixture(params=sorted(LAYER_SPECS))
+def layers(request):
+    return LAYER_SPECS[request.param]
+
+
 def composed(pair, layers=Evenly(2), randomise=True):
     anchor, augmenting = pair
     model = compose(anchor, augmenting, layers=layers)
@@ -18,26 +28,26 @@ def composed(pair, layers=Evenly(2), randomise=True):
 
 
 @torch.no_grad()
-def test_composed_equals_anchor_at_init(pair, ids):
+def test_composed_equals_anchor_at_init(pair, ids, layers):
     anchor, augmenting = pair
     expected = anchor(ids).logits
-    model = compose(anchor, augmenting, layers=Evenly(2))
+    model = compose(anchor, augmenting, layers=layers)
     assert (model(ids).logits - expected).abs().max().item() <= 1e-6
 
 
 @torch.no_grad()
-def test_randomised_bridges_change_the_anchor(pair, ids):
+def test_randomised_bridges_change_the_anchor(pair, ids, layers):
     """Guards the other tests: with non-zero W^O the bridges must matter."""
     anchor, _ = pair
     expected = anchor(ids).logits
-    model = composed(pair)
+    model = composed(pair, layers)
     assert (model(ids).logits - expected).abs().max().item() > 1e-3
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("t", [1, 5, 11])
-def test_no_leakage_from_later_tokens(pair, ids, t):
-    model = composed(pair)
+def test_no_leakage_from_later_tokens(pair, ids, t, layers):
+    model = composed(pair, layers)
     changed = ids.clone()
     changed[:, t] = (changed[:, t] + 7) % VOCAB
     before, after = model(ids).logits, model(changed).logits
@@ -74,8 +84,8 @@ def _padded(rows, side):
 
 @torch.no_grad()
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_padded_batch_matches_single_sequences(pair, side):
-    model = composed(pair)
+def test_padded_batch_matches_single_sequences(pair, side, layers):
+    model = composed(pair, layers)
     torch.manual_seed(3)
     rows = [torch.randint(3, VOCAB, (n,)).tolist() for n in (9, 4, 6)]
     ids, mask = _padded(rows, side)
@@ -109,8 +119,8 @@ def test_only_bridges_train_and_bases_stay_bit_identical(pair, ids):
 
 
 @torch.no_grad()
-def test_cached_generation_equals_uncached_batched_left_padded(pair):
-    model = composed(pair)
+def test_cached_generation_equals_uncached_batched_left_padded(pair, layers):
+    model = composed(pair, layers)
     torch.manual_seed(4)
     rows = [torch.randint(3, VOCAB, (n,)).tolist() for n in (7, 3, 5)]
     ids, mask = _padded(rows, "left")
@@ -139,8 +149,8 @@ def test_stepwise_forward_with_cache_matches_full_forward(ids):
 
 
 @torch.no_grad()
-def test_save_load_is_exact_and_writes_only_bridges(pair, ids, tmp_path):
-    model = composed(pair)
+def test_save_load_is_exact_and_writes_only_bridges(pair, ids, tmp_path, layers):
+    model = composed(pair, layers)
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bridges.safetensors", "calm_config.json"]
     config = json.loads((tmp_path / "calm_config.json").read_text())

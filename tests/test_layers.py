@@ -95,3 +95,10 @@ def test_summary_lists_every_bridge():
     rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
     assert [(int(r[1]), int(r[2])) for r in rows] == [(3, 3), (7, 7)]
     assert torch.is_tensor(next(anchor.parameters()))
+
+
+def test_embeddings_are_layer_minus_one():
+    aug, anchor = shapes(2, 4)
+    assert resolve_layer_map([(-1, -1), (1, 0)], aug, anchor).pairs == [(-1, -1), (1, 0)]
+    with pytest.raises(ValueError, match="-1: the embeddings"):
+        resolve_layer_map([(0, -2)], aug, anchor)
