@@ -10,6 +10,13 @@ For a pair of layers (i, j) of the augmenting model m_A and the anchor m_B::
 W^O starts at zero, so a freshly composed model computes exactly what the anchor computes.
 Which augmenting positions an anchor position may read (causal order, padding) comes in as a
 boolean mask built by :mod:`calm_mini.compose`; this module only attends.
+
+The paper's cross-attention has no notion of position: an anchor token can find "the augmenting
+state of *my own* token" only by content, and for a token the anchor has never learnt (a new
+key, a rare word) its content says nothing. With ``recency_bias=True`` head h adds
+``-slope_h · (t - s)`` to its scores (ALiBi-style; one learned slope per head, starting at
+8, 2, 0.5, … so that the first head reads the current token and later heads look further back).
+This is the kit's addition, off by default; the key-value experiment measures what it buys.
 """
 
 from __future__ import annotations
@@ -29,9 +36,11 @@ class Bridge(nn.Module):
         augmenting_dim: D_A, width of the augmenting model's hidden states.
         anchor_dim: D_B, width of the anchor's hidden states.
         num_heads: attention heads; must divide ``anchor_dim``.
+        recency_bias: add a learned per-head penalty on the distance t - s (adds ``num_heads``
+            parameters).
     """
 
-    def __init__(self, augmenting_dim: int, anchor_dim: int, num_heads: int):
+    def __init__(self, augmenting_dim: int, anchor_dim: int, num_heads: int, recency_bias: bool = False):
         super().__init__()
         if num_heads < 1 or anchor_dim % num_heads:
             raise ValueError(
@@ -47,6 +56,10 @@ class Bridge(nn.Module):
         self.out = nn.Linear(anchor_dim, anchor_dim)  # W^O
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.recency = None
+        if recency_bias:  # softplus(recency) = slopes 8, 2, 0.5, … at the start
+            slopes = 8.0 * 4.0 ** -torch.arange(num_heads, dtype=torch.float64)
+            self.recency = nn.Parameter(torch.log(torch.expm1(slopes)).float())
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -69,6 +82,7 @@ class Bridge(nn.Module):
         keys: torch.Tensor,
         values: torch.Tensor,
         mask: torch.Tensor,
+        distance: torch.Tensor | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The bridge's contribution f_cross(f_proj(H_A^i), H_B^j), to be added to H_B^j.
@@ -78,6 +92,7 @@ class Bridge(nn.Module):
             keys, values: from :meth:`keys_values`, (B, H, S, d).
             mask: (B, T, S) bool, True where anchor position t may read augmenting position s.
                 A row with no True entry gets a zero output (nothing to read).
+            distance: (T, S) or (B, T, S), t - s in tokens; used by ``recency_bias``.
             need_weights: also return the attention weights (a slower, explicit path).
         Returns:
             (delta, weights): delta (B, T, D_B); weights (B, H, T, S) or None.
@@ -88,9 +103,16 @@ class Bridge(nn.Module):
         readable = mask.any(dim=-1, keepdim=True)  # (B, T, 1)
         # Rows with nothing to read may see everything (avoids NaN); their output is zeroed below.
         attn_mask = (mask | ~readable).unsqueeze(1)  # (B, 1, T, S)
+        if self.recency is not None:
+            slopes = F.softplus(self.recency).view(-1, 1, 1)  # (H, 1, 1)
+            bias = -slopes * distance.to(dtype).unsqueeze(-3)  # (1 or B, H, T, S)
+            attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
         if need_weights:
             scores = q @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, S)
-            scores = scores.masked_fill(~attn_mask, float("-inf"))
+            if attn_mask.dtype == torch.bool:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            else:
+                scores = scores + attn_mask
             weights = scores.softmax(dim=-1) * readable.unsqueeze(1)
             heads = weights @ values
         else:

@@ -64,6 +64,7 @@ class _StepState:
     values: list
     length: int = 0
     mask: torch.Tensor | None = None
+    distance: torch.Tensor | None = None
 
 
 class AttentionRecord:
@@ -138,6 +139,7 @@ class ComposedModel(nn.Module):
         num_heads: int | None = None,
         anchor_layers_path: str | None = None,
         augmenting_layers_paths: Sequence[str | None] | None = None,
+        recency_bias: bool = False,
     ):
         super().__init__()
         augmenting_layers_paths = list(augmenting_layers_paths or [None] * len(augmenting))
@@ -147,12 +149,16 @@ class ComposedModel(nn.Module):
         self.augmenting_shapes = [ModelShape.of(m, p) for m, p in zip(augmenting, augmenting_layers_paths)]
         self.layer_maps = list(layer_maps)
         self.num_heads = num_heads or self.anchor_shape.num_heads
+        self.recency_bias = recency_bias
         self.specs = [
             BridgeSpec(a, i, j) for a, layer_map in enumerate(self.layer_maps) for i, j in layer_map.pairs
         ]
         anchor_param = next(anchor.parameters())
         self.bridges = nn.ModuleList(
-            Bridge(self.augmenting_shapes[s.augmenting].hidden_size, self.anchor_shape.hidden_size, self.num_heads)
+            Bridge(
+                self.augmenting_shapes[s.augmenting].hidden_size, self.anchor_shape.hidden_size, self.num_heads,
+                recency_bias,
+            )
             for s in self.specs
         ).to(device=anchor_param.device, dtype=anchor_param.dtype)
         self._anchor_layers = decoder_layers(anchor, anchor_layers_path)
@@ -277,7 +283,7 @@ class ComposedModel(nn.Module):
     def summary(self) -> str:
         """The layer map of each augmenting model, with dimensions and parameter counts."""
         return "\n\n".join(
-            summary(layer_map, shape, self.anchor_shape, self.num_heads)
+            summary(layer_map, shape, self.anchor_shape, self.num_heads, self.recency_bias)
             for layer_map, shape in zip(self.layer_maps, self.augmenting_shapes)
         )
 
@@ -303,6 +309,7 @@ class ComposedModel(nn.Module):
             "format": "calm_mini",
             "version": FORMAT_VERSION,
             "num_heads": self.num_heads,
+            "recency_bias": self.recency_bias,
             "layer_maps": [{"augmenting": list(m.augmenting), "anchor": list(m.anchor)} for m in self.layer_maps],
             "layers_paths": self._layers_paths,
             "anchor": identity(self.anchor, self.anchor_shape),
@@ -356,7 +363,10 @@ class ComposedModel(nn.Module):
         for a, (model, saved) in enumerate(zip(augmenting, config["augmenting"])):
             _check_identity(f"augmenting model {a}", saved, ModelShape.of(model, paths["augmenting"][a]))
         layer_maps = [LayerMap(tuple(m["augmenting"]), tuple(m["anchor"])) for m in config["layer_maps"]]
-        model = cls(anchor, augmenting, layer_maps, config["num_heads"], paths["anchor"], paths["augmenting"])
+        model = cls(
+            anchor, augmenting, layer_maps, config["num_heads"], paths["anchor"], paths["augmenting"],
+            config["recency_bias"],
+        )
         try:
             state = load_file(folder / WEIGHTS_NAME)
         except (SafetensorError, OSError) as err:
@@ -419,8 +429,11 @@ class ComposedModel(nn.Module):
                 positions = positions_from_mask(mask, past, new, input_ids.device)
             self._extend_keys_values(state, input_ids, mask, positions)
             state.mask = self._bridge_mask(mask, past, new, input_ids.shape[0], input_ids.device)
+            query = torch.arange(past, past + new, device=input_ids.device)
+            state.distance = query[:, None] - torch.arange(past + new, device=input_ids.device)[None, :]  # (T, S)
         else:
             state.mask = self._encoder_mask(state, past, new, mask)
+            state.distance = torch.zeros(state.mask.shape[1:], device=input_ids.device)
         state.length = past + new
         self._step = state
         return args, kwargs
@@ -517,7 +530,9 @@ class ComposedModel(nn.Module):
         step, delta = self._step, 0
         for b, (spec, bridge) in enumerate(zip(self.specs, self.bridges)):
             if spec.anchor_layer == j:
-                out, weights = bridge(hidden, step.keys[b], step.values[b], step.mask, self._record is not None)
+                out, weights = bridge(
+                    hidden, step.keys[b], step.values[b], step.mask, step.distance, self._record is not None
+                )
                 delta = delta + out
                 if weights is not None:
                     self._record.add(b, weights)
@@ -568,6 +583,7 @@ def compose(
     check_vocab: bool = True,
     anchor_layers_path: str | None = None,
     augmenting_layers_path: str | None | Sequence[str | None] = None,
+    recency_bias: bool = False,
 ) -> ComposedModel:
     """Compose a frozen anchor with frozen augmenting model(s) through new bridges.
 
@@ -583,6 +599,9 @@ def compose(
             Turn off only if the tokenizers are identical and just the embedding padding differs.
         anchor_layers_path, augmenting_layers_path: attribute paths of the decoder layers for
             architectures the kit cannot find on its own (e.g. ``"model.layers"``).
+        recency_bias: the kit's addition to the paper: a learned per-head bias on the distance
+            between anchor and augmenting positions, so that a bridge can read the augmenting
+            state of its own token (see :mod:`calm_mini.bridge`).
     Returns:
         A :class:`ComposedModel` equal to the anchor until its bridges are trained.
     """
@@ -606,7 +625,7 @@ def compose(
     specs = _per_model_specs(layers, len(augmenting))
     anchor_shape = ModelShape.of(anchor, anchor_layers_path)
     layer_maps = [resolve_layer_map(spec, ModelShape.of(m, p), anchor_shape) for spec, m, p in zip(specs, augmenting, paths)]
-    return ComposedModel(anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths)
+    return ComposedModel(anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias)
 
 
 def _per_model_specs(layers, n_models: int) -> list:

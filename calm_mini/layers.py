@@ -222,29 +222,30 @@ def resolve_layer_map(spec: LayerSpec, augmenting: ModelShape, anchor: ModelShap
     return spec.check(augmenting, anchor)
 
 
-def bridge_parameter_count(augmenting_dim: int, anchor_dim: int, n: int = 1, bias: bool = True) -> int:
+def bridge_parameter_count(augmenting_dim: int, anchor_dim: int, n: int = 1, recency_heads: int = 0) -> int:
     """Trainable parameters of ``n`` bridges: n·(D_A·D_B + 4·D_B²) + n·5·D_B biases.
 
     D_A·D_B is the projection f_proj; 4·D_B² are the query, key, value and output matrices of
     the cross-attention (the paper's formula leaves out the output matrix W^O); each of those
-    five linear maps has a D_B bias.
+    five linear maps has a D_B bias. With the recency bias each bridge adds one slope per head
+    (``recency_heads``).
     """
-    weights = augmenting_dim * anchor_dim + 4 * anchor_dim**2
-    return n * (weights + (5 * anchor_dim if bias else 0))
+    return n * (augmenting_dim * anchor_dim + 4 * anchor_dim**2 + 5 * anchor_dim + recency_heads)
 
 
-def summary(layer_map: LayerMap, augmenting: ModelShape, anchor: ModelShape, num_heads: int) -> str:
+def summary(
+    layer_map: LayerMap, augmenting: ModelShape, anchor: ModelShape, num_heads: int, recency_bias: bool = False
+) -> str:
     """A printable table of the bridges with their dimensions and parameter count."""
-    per_bridge = bridge_parameter_count(augmenting.hidden_size, anchor.hidden_size)
+    per_bridge = bridge_parameter_count(augmenting.hidden_size, anchor.hidden_size, 1, num_heads * recency_bias)
     lines = [
         f"augmenting: {augmenting.model_type}, {augmenting.num_layers} layers, D_A={augmenting.hidden_size}",
         f"anchor:     {anchor.model_type}, {anchor.num_layers} layers, D_B={anchor.hidden_size}, "
-        f"bridge heads={num_heads}",
+        f"bridge heads={num_heads}" + (", recency bias" if recency_bias else ""),
         f"{'bridge':>6}  {'aug layer':>9}  {'anchor layer':>12}  {'params':>10}",
     ]
     lines += [f"{b:>6}  {i:>9}  {j:>12}  {per_bridge:>10,}" for b, (i, j) in enumerate(layer_map.pairs)]
-    lines.append(
-        f"total: {len(layer_map)} bridges × (D_A·D_B + 4·D_B² + 5·D_B) = {per_bridge * len(layer_map):,} parameters"
-    )
+    formula = "D_A·D_B + 4·D_B² + 5·D_B" + (" + heads" if recency_bias else "")
+    lines.append(f"total: {len(layer_map)} bridges × ({formula}) = {per_bridge * len(layer_map):,} parameters")
     return "\n".join(lines)
 

@@ -11,19 +11,23 @@ from calm_mini.models import tiny
 from conftest import VOCAB, make_pair, randomise_bridges
 
 
-# The paper's placement (layer outputs) and the kit's addition: a bridge into the anchor's
-# embeddings (-1), fed from the augmenting model's embeddings and its last layer.
-LAYER_SPECS = {"evenly": Evenly(2), "embeddings": [(-1, -1), (1, 0)]}
+# The paper's placement (layer outputs) and the kit's additions: a bridge into the anchor's
+# embeddings (-1), fed from the augmenting model's embeddings and last layer; the recency bias.
+OPTIONS = {
+    "evenly": dict(layers=Evenly(2)),
+    "embeddings": dict(layers=[(-1, -1), (1, 0)]),
+    "recency": dict(layers=[(-1, -1), (1, 0)], recency_bias=True),
+}
 
 
-@pytest.fixture(params=sorted(LAYER_SPECS))
+@pytest.fixture(params=sorted(OPTIONS))
 def layers(request):
-    return LAYER_SPECS[request.param]
+    return OPTIONS[request.param]
 
 
-def composed(pair, layers=Evenly(2), randomise=True):
+def composed(pair, options=OPTIONS["evenly"], randomise=True):
     anchor, augmenting = pair
-    model = compose(anchor, augmenting, layers=layers)
+    model = compose(anchor, augmenting, **options)
     return randomise_bridges(model) if randomise else model
 
 
@@ -31,7 +35,7 @@ def composed(pair, layers=Evenly(2), randomise=True):
 def test_composed_equals_anchor_at_init(pair, ids, layers):
     anchor, augmenting = pair
     expected = anchor(ids).logits
-    model = compose(anchor, augmenting, layers=layers)
+    model = compose(anchor, augmenting, **layers)
     assert (model(ids).logits - expected).abs().max().item() <= 1e-6
 
 

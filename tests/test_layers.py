@@ -102,3 +102,11 @@ def test_embeddings_are_layer_minus_one():
     assert resolve_layer_map([(-1, -1), (1, 0)], aug, anchor).pairs == [(-1, -1), (1, 0)]
     with pytest.raises(ValueError, match="-1: the embeddings"):
         resolve_layer_map([(0, -2)], aug, anchor)
+
+
+def test_recency_bias_adds_one_slope_per_head():
+    anchor = tiny("llama", hidden_size=64, num_layers=4, num_heads=4, vocab_size=VOCAB)
+    augmenting = tiny("gpt2", hidden_size=32, num_layers=4, vocab_size=VOCAB)
+    model = compose(anchor, augmenting, layers=2, recency_bias=True)
+    assert model.num_bridge_parameters() == bridge_parameter_count(32, 64, n=2, recency_heads=4)
+    assert f"{model.num_bridge_parameters():,} parameters" in model.summary()
