@@ -25,7 +25,9 @@ from .files import atomic_folder
 from .train import TrainConfig, encode_examples, train
 
 CACHE_VERSION = 1  # bump when training code changes what a cached model would be
-ROLES = {"anchor": "anchor_train", "augmenting": "augmenting_train"}
+# role -> the split it trains on; "vanilla" is the augmenting architecture trained on NUM-MATH
+# (a general model that never saw the keys), for the ablations.
+ROLES = {"anchor": "anchor_train", "augmenting": "augmenting_train", "vanilla": "anchor_train"}
 
 
 @dataclass(frozen=True)

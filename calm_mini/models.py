@@ -48,8 +48,16 @@ def tiny(
         sizes.update(intermediate_size=2 * hidden_size)
     special = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
     config = AutoConfig.for_model(architecture, **sizes, **special)
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config).eval()
+    with torch.random.fork_rng():  # seeded, without disturbing the caller's random state
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config).eval()
+
+
+def tiny_like(model: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
+    """A freshly initialised model of the same architecture and size (the "random m_A" ablation)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(model.config).eval()
 
 
 def smollm2_folder() -> Path:

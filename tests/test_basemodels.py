@@ -9,7 +9,7 @@ from calm_mini.train import encode_examples
 from calm_mini.data import KVConfig, build_kv_splits
 from calm_mini.evaluate import exact_match, generate_answers
 
-MICRO_DATA = KVConfig.classroom(n_keys=40, n_anchor_train=40, n_dc_train=40, n_eval=10)
+MICRO_DATA = KVConfig.classroom(n_keys=40, n_anchor_train=40, n_dc_train=40, n_eval=10, n_eval_kv_math=10)
 MICRO_MODEL = BaseModelConfig(n_layers=1, d_model=32, n_heads=2, d_ff=64, steps=30,
                               batch_size=16, warmup_steps=3)
 

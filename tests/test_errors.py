@@ -49,7 +49,7 @@ def test_an_input_longer_than_a_model_accepts(models):
     with pytest.raises(ValueError, match="accepts at most 32"):
         model(torch.randint(3, VOCAB, (1, 40)))
     with pytest.raises(ValueError, match="accepts at most 32"):
-        model.generate(torch.randint(3, VOCAB, (1, 30)), max_new_tokens=5, do_sample=False)
+        model.generate(torch.randint(3, VOCAB, (1, 30)), max_new_tokens=5, do_sample=False, eos_token_id=None)
 
 
 def test_a_mask_whose_shape_differs_from_the_ids(models):

@@ -73,6 +73,7 @@ class KVConfig:
     n_dc_train: int = 2000
     dc_num_math_fraction: float = 0.25
     n_eval: int = 40
+    n_eval_kv_math: int = 200
     kv_format: KVFormat = "direct"
     seed: int = 0
 
@@ -142,16 +143,16 @@ def _validate(cfg: KVConfig) -> None:
             f"dc_num_math_fraction={cfg.dc_num_math_fraction}: need 0 <= fraction < 1 "
             f"(D_C must contain some KV-MATH)."
         )
-    for name in ("n_anchor_train", "n_dc_train", "n_eval"):
+    for name in ("n_anchor_train", "n_dc_train", "n_eval", "n_eval_kv_math"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}={getattr(cfg, name)}: need at least 1 example.")
     _check_space(cfg, "NUM-MATH", hi - lo + 1, cfg.n_anchor_train + cfg.n_eval,
                  "n_anchor_train + n_eval")
     n_dc_kv = cfg.n_dc_train - round(cfg.dc_num_math_fraction * cfg.n_dc_train)
-    _check_space(cfg, "KV-MATH over D_C keys", cfg.n_dc_keys, n_dc_kv + cfg.n_eval,
-                 "KV-MATH examples of D_C + n_eval")
-    _check_space(cfg, "KV-MATH over held-out keys", cfg.n_keys - cfg.n_dc_keys, cfg.n_eval,
-                 "n_eval")
+    _check_space(cfg, "KV-MATH over D_C keys", cfg.n_dc_keys, n_dc_kv + cfg.n_eval_kv_math,
+                 "KV-MATH examples of D_C + n_eval_kv_math")
+    _check_space(cfg, "KV-MATH over held-out keys", cfg.n_keys - cfg.n_dc_keys, cfg.n_eval_kv_math,
+                 "n_eval_kv_math")
 
 
 def _check_space(cfg: KVConfig, what: str, n_atoms: int, needed: int, sizes: str) -> None:
@@ -329,14 +330,14 @@ def build_kv_splits(cfg: KVConfig) -> KVData:
 
     n_mix = round(cfg.dc_num_math_fraction * cfg.n_dc_train)
     rng = random.Random(f"{cfg.seed}-dc-data")
-    dc_exprs = _sample_expressions(dc_keys, cfg, cfg.n_dc_train - n_mix + cfg.n_eval, rng)
-    dc_train_exprs, eval_dc_exprs = dc_exprs[cfg.n_eval :], dc_exprs[: cfg.n_eval]
+    dc_exprs = _sample_expressions(dc_keys, cfg, cfg.n_dc_train - n_mix + cfg.n_eval_kv_math, rng)
+    dc_train_exprs, eval_dc_exprs = dc_exprs[cfg.n_eval_kv_math :], dc_exprs[: cfg.n_eval_kv_math]
     mix_exprs = rng.choices(anchor_exprs, k=n_mix)  # NUM-MATH the anchor trained on
     dc_rows = _kv_math_rows(dc_train_exprs, keys) + _num_math_rows(mix_exprs)
     rng.shuffle(dc_rows)
 
     rng = random.Random(f"{cfg.seed}-heldout")
-    heldout_exprs = _sample_expressions(heldout_keys, cfg, cfg.n_eval, rng)
+    heldout_exprs = _sample_expressions(heldout_keys, cfg, cfg.n_eval_kv_math, rng)
     splits = {
         "augmenting_train": kv_subs(keys, cfg.kv_format),
         "anchor_train": num_math(anchor_exprs),
