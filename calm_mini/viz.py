@@ -366,6 +366,24 @@ def training_curves(log: Sequence[Mapping], title: str = "training") -> go.Figur
     return fig
 
 
+def results_chart(table: Mapping[str, Mapping[str, float]], title: str = "exact match (%)") -> go.Figure:
+    """Grouped bars of accuracies: one group per task, one bar per model.
+
+    Args:
+        table: ``{task: {model: accuracy %}}``, e.g. the ``table`` of ``kv_results.json``.
+    """
+    models = list(dict.fromkeys(m for row in table.values() for m in row))
+    tasks = list(table)
+    fig = go.Figure()
+    for model in models:
+        values = [table[t].get(model) for t in tasks]
+        fig.add_bar(name=model, x=tasks, y=values, text=[f"{v:.0f}" if v is not None else "" for v in values],
+                    textposition="outside")
+    fig.update_layout(title=title, barmode="group", yaxis=dict(title="exact match (%)", range=[0, 110]),
+                      legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
 # ---------------------------------------------------------------------------- explorer logic
 @dataclass(frozen=True)
 class Codec:
