@@ -1,0 +1,151 @@
+"""The committed notebooks stay clean and follow the kit's notebook layout.
+
+Clean: valid nbformat 4, no outputs, no execution counts, minimal metadata, no local paths.
+Layout: first cell markdown with a Colab badge; second cell detects the environment, sets the
+plotly renderer and seeds; a parameters cell with SETTING; exercises with hidden solutions.
+Fix a dirty notebook with ``python notebooks/clean.py`` (local paths you must remove by hand).
+"""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+FIX = "run `python notebooks/clean.py` and commit the result"
+COLAB = "https://colab.research.google.com/github/calm-mini/calm_mini/blob/main/notebooks/{}"
+# A local path: /root, /work, /tmp, /home (or a macOS/Windows home) not inside a URL or a longer path.
+LOCAL_PATH = re.compile(r"(?<![\w.:/-])/(root|work|tmp|home|Users)(?=[/\"'\s\\]|$)|[A-Za-z]:\\\\?Users")
+ALLOWED_CELL_METADATA = {"tags", "jupyter"}
+
+pytestmark = pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks yet")
+
+
+def read(path):
+    return nbformat.read(path, as_version=nbformat.NO_CONVERT)
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def path(request):
+    return request.param
+
+
+def test_notebooks_are_numbered():
+    names = [p.name for p in NOTEBOOKS]
+    assert all(re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", n) for n in names), names
+
+
+def test_valid_nbformat_4(path):
+    nb = read(path)
+    assert nb.nbformat == 4, f"{path.name} is nbformat {nb.nbformat}, not 4"
+    nbformat.validate(nb)
+
+
+def test_no_outputs_or_execution_counts(path):
+    dirty = [i for i, c in enumerate(read(path).cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs or execution counts; {FIX}"
+
+
+def test_minimal_metadata(path):
+    nb = read(path)
+    assert set(nb.metadata) == {"kernelspec"}, f"{path.name}: notebook metadata {sorted(nb.metadata)}; {FIX}"
+    assert nb.metadata.kernelspec.name == "python3", f"{path.name}: kernelspec {nb.metadata.kernelspec}; {FIX}"
+    extra = {i: sorted(set(c.metadata) - ALLOWED_CELL_METADATA) for i, c in enumerate(nb.cells)}
+    assert not {i: keys for i, keys in extra.items() if keys}, f"{path.name}: stray cell metadata; {FIX}"
+
+
+def test_no_local_paths(path):
+    text = path.read_text(encoding="utf-8")
+    found = sorted({m.group(0) for m in LOCAL_PATH.finditer(text)})
+    assert not found, f"{path.name} contains local paths {found}: use paths relative to the notebook"
+
+
+def test_nbval_markers_stand_alone(path):
+    """nbval only sees a marker alone on its line: `# NBVAL_IGNORE_OUTPUT (why)` is silently ignored."""
+    lines = [line.strip() for c in code_cells(read(path)) for line in c.source.splitlines() if "NBVAL_" in line]
+    bad = [line for line in lines if not re.fullmatch(r"#\s*NBVAL_[A-Z_]+", line)]
+    assert not bad, f"{path.name}: put the reason on the next line, not beside the marker: {bad}"
+
+
+def test_first_cell_is_markdown_with_colab_badge(path):
+    first = read(path).cells[0]
+    assert first.cell_type == "markdown", f"{path.name}: the first cell must be markdown (title, what you learn, time)"
+    assert first.source.lstrip().startswith("# "), f"{path.name}: the first cell starts with the title"
+    assert "colab-badge.svg" in first.source and COLAB.format(path.name) in first.source, (
+        f"{path.name}: the first cell needs a Colab badge linking {COLAB.format(path.name)}"
+    )
+    for words in ("What you will learn", "Time:", "CPU", "GPU"):
+        assert words in first.source, f"{path.name}: the first cell should say {words!r}"
+
+
+def test_second_cell_sets_up_the_environment(path):
+    second = read(path).cells[1]
+    assert second.cell_type == "code"
+    for call in ("detect_environment()", "set_renderer()", "torch.manual_seed(", "google.colab"):
+        assert call in second.source, f"{path.name}: the second (setup) cell should call {call}"
+
+
+def test_parameters_cell(path):
+    cells = [c for c in code_cells(read(path)) if re.search(r"^SETTING\s*=", c.source, re.M)]
+    assert cells, f"{path.name}: needs a parameters cell assigning SETTING"
+    source = cells[0].source
+    assert "CALM_MINI_SETTING" in source and '"classroom"' in source and '"full"' in source, (
+        f"{path.name}: SETTING must default to \"classroom\", allow \"full\", and read CALM_MINI_SETTING"
+    )
+    assert "parameters" in cells[0].metadata.get("tags", []), f"{path.name}: tag the parameters cell 'parameters'"
+
+
+def test_exercises_with_hidden_solutions(path):
+    cells = read(path).cells
+    starts = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and "## Exercises" in c.source]
+    assert starts, f"{path.name}: needs an '## Exercises' section"
+    after = [c for c in cells[starts[-1]:] if c.cell_type == "code"]
+    hidden = [c for c in after if c.metadata.get("jupyter", {}).get("source_hidden")]
+    assert hidden, f"{path.name}: put the solutions in a code cell with metadata jupyter.source_hidden = true"
+
+
+def test_assets_are_small():
+    big = {p.name: p.stat().st_size for p in (ROOT / "assets").rglob("*") if p.is_file() and p.stat().st_size >= 2**20}
+    assert not big, f"assets over 1 MB {big}: keep offline HTML in runs/figures/ (gitignored), see notebooks/README.md"
+
+
+def load_cleaner():
+    spec = importlib.util.spec_from_file_location("clean", ROOT / "notebooks" / "clean.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_clean_script_strips_a_dirty_notebook(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# title"),
+        nbformat.v4.new_code_cell("print(1)", execution_count=3, outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="1\n")], metadata={"scrolled": True}),
+        nbformat.v4.new_code_cell("# Solutions", metadata={"jupyter": {"source_hidden": True, "outputs_hidden": True},
+                                                            "tags": ["parameters"], "vscode": {"x": 1}}),
+    ])
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3"}, "language_info": {"name": "python"},
+                   "widgets": {"state": {}}}
+    dirty = tmp_path / "00_dirty.ipynb"
+    nbformat.write(nb, dirty)
+    cleaner = load_cleaner()
+    assert cleaner.main(["--check", str(dirty)]) == 1
+    assert cleaner.main([str(dirty)]) == 0
+    assert cleaner.main(["--check", str(dirty)]) == 0
+    cleaned = read(dirty)
+    assert set(cleaned.metadata) == {"kernelspec"}
+    assert cleaned.cells[1].outputs == [] and cleaned.cells[1].execution_count is None
+    assert cleaned.cells[1].metadata == {}
+    assert cleaned.cells[2].metadata == {"jupyter": {"source_hidden": True}, "tags": ["parameters"]}
+    assert [c.source for c in cleaned.cells] == ["# title", "print(1)", "# Solutions"]
+
+
+def test_committed_notebooks_are_what_the_cleaner_writes(path):
+    assert load_cleaner().cleaned_text(path) == path.read_text(encoding="utf-8"), f"{path.name}: {FIX}"
