@@ -628,19 +628,24 @@ def compose(
     return ComposedModel(anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias)
 
 
+def _is_pair(p) -> bool:
+    return isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, int) for x in p)
+
+
 def _per_model_specs(layers, n_models: int) -> list:
     """One layer spec per augmenting model: a list of specs (one each) or one spec for all."""
-    is_pair_list = isinstance(layers, (list, tuple)) and layers and all(
-        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, int) for x in p) for p in layers
-    )
-    if isinstance(layers, (list, tuple)) and not is_pair_list:
-        if len(layers) != n_models:
-            raise ValueError(
-                f"layers has {len(layers)} entries but there are {n_models} augmenting models: give one spec for all "
-                "models, or one per model."
-            )
-        return list(layers)
-    return [layers] * n_models
+    if not isinstance(layers, (list, tuple)) or (layers and all(_is_pair(p) for p in layers)):
+        return [layers] * n_models
+    if not layers:
+        raise ValueError("layers is empty: give an int k, Evenly(n) or a list of (augmenting_layer, anchor_layer) pairs.")
+    if n_models == 1 and _is_pair(layers):
+        raise ValueError(f"layers={layers!r} looks like one pair: write it as a list of pairs, [{tuple(layers)!r}].")
+    if len(layers) != n_models:
+        raise ValueError(
+            f"layers has {len(layers)} entries but there are {n_models} augmenting models: give one spec for all "
+            "models, or one per model."
+        )
+    return list(layers)
 
 
 def _as_list(augmenting) -> list:

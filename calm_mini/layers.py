@@ -133,7 +133,7 @@ class LayerMap:
 
     @classmethod
     def from_pairs(cls, pairs: Sequence[Sequence[int]]) -> "LayerMap":
-        bad = [p for p in pairs if len(p) != 2]
+        bad = [p for p in pairs if not isinstance(p, (list, tuple)) or len(p) != 2]
         if bad:
             raise ValueError(f"Layer pairs are (augmenting_layer, anchor_layer) tuples; got {bad[0]!r}.")
         return cls(tuple(i for i, _ in pairs), tuple(j for _, j in pairs))
@@ -218,6 +218,10 @@ def resolve_layer_map(spec: LayerSpec, augmenting: ModelShape, anchor: ModelShap
     if isinstance(spec, (EveryK, Evenly)):
         spec = spec.resolve(augmenting, anchor)
     elif not isinstance(spec, LayerMap):
+        if not isinstance(spec, (list, tuple)):
+            raise TypeError(
+                f"layers must be an int k, EveryK(k), Evenly(n), a LayerMap or a list of pairs; got {spec!r}."
+            )
         spec = LayerMap.from_pairs(list(spec))
     return spec.check(augmenting, anchor)
 

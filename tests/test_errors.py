@@ -80,3 +80,17 @@ def test_layer_spec_count_must_match_augmenting_models(models):
     second = tiny("qwen2", hidden_size=32, num_layers=2, vocab_size=VOCAB)
     with pytest.raises(ValueError, match="3 entries but there are 2 augmenting models"):
         compose(anchor, [augmenting, second], layers=[1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "layers, error, message",
+    [
+        ((0, 1), ValueError, r"looks like one pair: write it as a list of pairs, \[\(0, 1\)\]"),
+        ([], ValueError, "layers is empty"),
+        ([(1, 2, 3)], ValueError, "Layer pairs are \\(augmenting_layer, anchor_layer\\) tuples"),
+        (2.5, TypeError, "layers must be an int k"),
+    ],
+)
+def test_layer_specs_that_are_easy_to_get_wrong(models, layers, error, message):
+    with pytest.raises(error, match=message):
+        compose(*models, layers=layers)
