@@ -7,6 +7,7 @@ screenshot is also kept as assets/explorer_screenshot.png.
 """
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -100,6 +101,9 @@ def test_exported_explorer_draws_and_reacts(page, explorer_file, tmp_path):
     rail = page.locator(".slider-rail-touch-rect").bounding_box()
     page.mouse.click(rail["x"] + 2, rail["y"] + rail["height"] / 2)  # the slider's first step: token 0
     page.wait_for_function("() => document.querySelector('.plotly-graph-div').layout.shapes[0].y0 === -0.5")
+    # the table is restyled in a separate step after the frame moves: wait for it to change
+    old = json.dumps(state["table"])
+    page.wait_for_function(f"() => JSON.stringify(document.querySelector('.plotly-graph-div').data.at(-1).cells.values[0]) !== {old!r}")
     assert plot_state(page)["table"] != state["table"]
     assert not errors
 
