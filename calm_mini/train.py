@@ -153,13 +153,14 @@ def train(
     batches = batch_indices(n, cfg.batch_size, cfg.seed)
     for _ in range(step):
         next(batches)
+    device = named[0][1].device
     model.train()
     losses: list[float] = []
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress)
     try:
         while step < cfg.steps:
             idx = next(batches)
-            loss = model(**{k: v[idx] for k, v in data.items()}).loss
+            loss = model(**{k: v[idx].to(device) for k, v in data.items()}).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.max_grad_norm)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -259,7 +260,8 @@ def attention_grid(
 
 # ---------------------------------------------------------------------------- layer map
 def _depth(layer: int, shape: ModelShape) -> float:
-    """Height of a layer in a column, as a fraction of its model's depth (layer 0 at the bottom)."""
+    """Height of a layer in a column, as a fraction of its model's depth (layer 0 at the bottom,
+    the embeddings, layer -1, below it)."""
     return (layer + 0.5) / shape.num_layers
 
 
@@ -269,11 +271,12 @@ def _column(augmenting: int) -> int:
 
 
 def _layer_column(fig: go.Figure, x: int, shape: ModelShape, name: str, width: str) -> None:
-    """One model's layers as a column of squares at ``x``, headed by its name, depth and width."""
-    layers = range(shape.num_layers)
+    """One model's layers as a column of squares at ``x`` (the embeddings, "emb", at the bottom),
+    headed by its name, depth and width."""
+    layers = range(-1, shape.num_layers)
     fig.add_scatter(
-        x=[x] * shape.num_layers, y=[_depth(i, shape) for i in layers], mode="markers+text",
-        text=[f"L{i}" for i in layers], textposition="middle right" if x >= 0 else "middle left",
+        x=[x] * len(layers), y=[_depth(i, shape) for i in layers], mode="markers+text",
+        text=["emb" if i < 0 else f"L{i}" for i in layers], textposition="middle right" if x >= 0 else "middle left",
         marker=dict(symbol="square", size=14, color="lightgray", line=dict(color="gray", width=1)),
         name=name, hovertemplate=f"{name} layer %{{text}}<extra></extra>", showlegend=False,
     )
@@ -302,13 +305,15 @@ def layer_map_figure(model: ComposedModel) -> go.Figure:
         fig.add_annotation(x=sum(x) / 2, y=sum(y) / 2, text=f"bridge {b}<br>{params:,}", showarrow=False,
                            bgcolor="white", font=dict(size=10))
     total = model.num_bridge_parameters()
+    shapes = [anchor, *model.augmenting_shapes]
     columns = [0, *(_column(a) for a in range(len(model.augmenting_shapes)))]
     anchor_params = sum(p.numel() for p in model.anchor.parameters())
     fig.update_layout(
         title=f"{len(model.specs)} bridges, {total:,} trainable parameters ({total / anchor_params:.1%} of the "
               f"anchor's {anchor_params:,}); {model.num_heads} heads",
         xaxis=dict(visible=False, range=[min(columns) - 0.6, max(columns) + 0.6]),
-        yaxis=dict(visible=False, range=[-0.05, 1.2]), plot_bgcolor="white", height=500,
+        yaxis=dict(visible=False, range=[min(-0.05, *(_depth(-1, s) - 0.05 for s in shapes)), 1.2]),
+        plot_bgcolor="white", height=500,
     )
     return fig
 
@@ -329,7 +334,7 @@ def _series(log: Sequence[Mapping]) -> dict[str, tuple[list, list]]:
         if not isinstance(entry, Mapping) or not _is_number(entry.get("step")):
             raise ValueError(f"Log entry {n} must be a dict with a numeric 'step'; got {entry!r}.")
         for name, value in entry.items():
-            if name != "step" and _is_number(value):
+            if name not in ("step", "lr") and _is_number(value):
                 steps, values = series.setdefault(name, ([], []))
                 steps.append(entry["step"])
                 values.append(value)
@@ -578,7 +583,9 @@ class AttentionExplorer(widgets.VBox):
             return
         head = None if self.head.value == AVERAGE else self.head.value
         self.view = explore(self.analysis, self.bridge.value, head, self.token.value, self.k)
-        bundle = self.view.figure._repr_mimebundle_()
+        # plotly's mimetype alone: the JupyterLab/VS Code/Colab renderers draw it, and the cell
+        # does not receive another copy of plotly.js on every change
+        bundle = {"application/vnd.plotly.v1+json": json.loads(self.view.figure.to_json()), "text/plain": "<figure>"}
         self.plot.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
         self.predictions.value = predictions_html(self.view)
         self.message.value = ""
