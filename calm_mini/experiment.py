@@ -146,7 +146,9 @@ def format_table(rows: dict[str, dict[str, float]], paper: dict | None = PAPER, 
 
 # ---------------------------------------------------------------------- training the bridges
 def compose_kv(base: BaseModels, cfg: ExperimentConfig, layers=None, augmenting: nn.Module | None = None) -> ComposedModel:
-    """The composition of the experiment (or a variant: other layers, another m_A)."""
+    """The composition of the experiment (or a variant: other layers, another m_A); the bridges'
+    initial weights are seeded by ``cfg.bridges.seed``, so a run is reproducible."""
+    torch.manual_seed(cfg.bridges.seed)
     return compose(
         base.anchor,
         augmenting if augmenting is not None else base.augmenting,

@@ -89,7 +89,7 @@ def test_eval_expressions_not_in_training(data):
 def test_dc_mixes_num_math_by_the_set_ratio(data):
     tasks = list(data.splits["dc_train"]["task"])
     assert len(tasks) == MICRO["n_dc_train"]
-    assert tasks.count("num_math") == round(0.25 * MICRO["n_dc_train"])
+    assert tasks.count("num_math") == round(KVConfig.classroom().dc_num_math_fraction * MICRO["n_dc_train"])
 
 
 def test_split_sizes(data):

@@ -71,7 +71,7 @@ class KVConfig:
     dc_fraction: float = 0.2
     n_anchor_train: int = 160
     n_dc_train: int = 2000
-    dc_num_math_fraction: float = 0.25
+    dc_num_math_fraction: float = 0.4
     n_eval: int = 40
     n_eval_kv_math: int = 200
     kv_format: KVFormat = "direct"
