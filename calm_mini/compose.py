@@ -57,6 +57,7 @@ class _StepState:
 
     keys/values: per bridge, (B, H, S, d) for every augmenting position seen so far.
     mask: (B, T, S) bool, which augmenting positions each new anchor position may read.
+    distance: (T, S), anchor position minus augmenting position (for the recency bias).
     """
 
     augmenting_caches: list
