@@ -26,7 +26,9 @@ def task():
 
 
 def fresh_model():
+    """The same composition each time: same base models, same initial bridges."""
     anchor, augmenting = make_pair("llama<-gpt2")
+    torch.manual_seed(0)
     return compose(anchor, augmenting, layers=Evenly(2))
 
 
