@@ -156,7 +156,8 @@ def train(
     device = named[0][1].device
     model.train()
     losses: list[float] = []
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress)
+    # mininterval=1: a notebook progress widget updated 20 times a second floods Jupyter (and nbval)
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, mininterval=1)
     try:
         while step < cfg.steps:
             idx = next(batches)
