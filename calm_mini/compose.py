@@ -19,6 +19,7 @@ of every anchor call), ``ComposedModel._add_bridges`` (after each mapped anchor 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import weakref
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, PreTrainedModel
 
 from .bridge import Bridge
@@ -141,6 +143,7 @@ class ComposedModel(nn.Module):
         anchor_layers_path: str | None = None,
         augmenting_layers_paths: Sequence[str | None] | None = None,
         recency_bias: bool = False,
+        bridge_dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
         augmenting_layers_paths = list(augmenting_layers_paths or [None] * len(augmenting))
@@ -154,14 +157,13 @@ class ComposedModel(nn.Module):
         self.specs = [
             BridgeSpec(a, i, j) for a, layer_map in enumerate(self.layer_maps) for i, j in layer_map.pairs
         ]
-        anchor_param = next(anchor.parameters())
         self.bridges = nn.ModuleList(
             Bridge(
                 self.augmenting_shapes[s.augmenting].hidden_size, self.anchor_shape.hidden_size, self.num_heads,
                 recency_bias,
             )
             for s in self.specs
-        ).to(device=anchor_param.device, dtype=anchor_param.dtype)
+        ).to(device=next(anchor.parameters()).device, dtype=bridge_dtype)
         self._anchor_layers = decoder_layers(anchor, anchor_layers_path)
         self._augmenting_layers = [decoder_layers(m, p) for m, p in zip(augmenting, augmenting_layers_paths)]
         self._layers_paths = {"anchor": anchor_layers_path, "augmenting": augmenting_layers_paths}
@@ -173,6 +175,7 @@ class ComposedModel(nn.Module):
         self._step: _StepState | None = None
         self._record: AttentionRecord | None = None
         self._encoder: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._checkpointing = False
 
     # ------------------------------------------------------------------ public API
     def forward(
@@ -273,6 +276,33 @@ class ComposedModel(nn.Module):
 
     def num_bridge_parameters(self) -> int:
         return sum(p.numel() for p in self.bridges.parameters())
+
+    def gradient_checkpointing_enable(self) -> None:
+        """While training, recompute the anchor's layers in the backward pass instead of storing
+        their activations (memory for time, as Hugging Face's option of the same name).
+
+        Only the anchor layers above the lowest bridge are checkpointed: below it nothing needs
+        a gradient. The bridges themselves are not recomputed (their activations are small).
+        Hugging Face's own ``anchor.gradient_checkpointing_enable()`` would do nothing here,
+        because the frozen anchor stays in eval mode.
+        """
+        self._checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self._checkpointing
+
+    def compile_bridges(self, **compile_kwargs) -> None:
+        """``torch.compile`` each bridge in place (keyword arguments go to ``torch.compile``).
+
+        Only the bridges are compiled: the base models run under Python hooks, which compile
+        would split anyway. Compile the base models yourself (``anchor.compile()``) if you want.
+        """
+        for bridge in self.bridges:
+            bridge.compile(**compile_kwargs)
 
     def train(self, mode: bool = True) -> "ComposedModel":
         """Set the bridges' mode; the frozen base models always stay in eval mode."""
@@ -391,6 +421,11 @@ class ComposedModel(nn.Module):
                 handles.append(self._anchor_layers[0].register_forward_pre_hook(self._add_bridges(j), with_kwargs=True))
             else:
                 handles.append(self._anchor_layers[j].register_forward_hook(self._add_bridges(j)))
+        checkpointed = []
+        if self._checkpointing and self.training and torch.is_grad_enabled():
+            checkpointed = list(self._anchor_layers)[min(s.anchor_layer for s in self.specs) + 1 :]
+        for layer in checkpointed:  # the bridge hooks stay outside the recomputed region
+            layer.forward = functools.partial(checkpoint, layer.forward, use_reentrant=False)
         try:
             if encoder_ids is not None:
                 mask = encoder_mask if encoder_mask is not None else torch.ones_like(encoder_ids)
@@ -399,6 +434,8 @@ class ComposedModel(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
+            for layer in checkpointed:
+                del layer.forward
             self._step = None
             self._encoder = None
 
@@ -585,6 +622,7 @@ def compose(
     anchor_layers_path: str | None = None,
     augmenting_layers_path: str | None | Sequence[str | None] = None,
     recency_bias: bool = False,
+    bridge_dtype: torch.dtype = torch.float32,
 ) -> ComposedModel:
     """Compose a frozen anchor with frozen augmenting model(s) through new bridges.
 
@@ -603,6 +641,9 @@ def compose(
         recency_bias: the kit's addition to the paper: a learned per-head bias on the distance
             between anchor and augmenting positions, so that a bridge can read the augmenting
             state of its own token (see :mod:`calm_mini.bridge`).
+        bridge_dtype: the bridges' parameter dtype. float32 by default, also for bfloat16 base
+            models: trainable weights and AdamW need the precision, and a bridge casts its
+            inputs and output to and from the base models' dtype.
     Returns:
         A :class:`ComposedModel` equal to the anchor until its bridges are trained.
     """
@@ -626,7 +667,9 @@ def compose(
     specs = _per_model_specs(layers, len(augmenting))
     anchor_shape = ModelShape.of(anchor, anchor_layers_path)
     layer_maps = [resolve_layer_map(spec, ModelShape.of(m, p), anchor_shape) for spec, m, p in zip(specs, augmenting, paths)]
-    return ComposedModel(anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias)
+    return ComposedModel(
+        anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias, bridge_dtype
+    )
 
 
 def _is_pair(p) -> bool:

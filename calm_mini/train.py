@@ -3,7 +3,11 @@
 One loop serves the composed model and the kit's own small base models: AdamW, linear warm-up
 then cosine decay, gradient clipping, a tqdm bar with the loss, periodic evaluation, and
 atomic checkpoints with exact resume (a resumed run ends with the same weights, bit for bit, as
-one that was never interrupted). Checkpoints hold only safetensors and JSON::
+one that was never interrupted). For scale: bf16 autocast, gradient checkpointing through the
+anchor, ``torch.compile`` of the bridges, length bucketing, and several processes through
+`accelerate <https://huggingface.co/docs/accelerate>`_ — the same script runs on one CPU or under
+``accelerate launch`` (DDP: each process trains on its share of every batch; the kit writes no
+distributed code of its own). Checkpoints hold only safetensors and JSON::
 
     output_dir/
       latest.json                    {"checkpoint": "checkpoint-000200"}
@@ -28,17 +32,28 @@ from datasets import Dataset
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from accelerate import Accelerator, PartialState
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .files import atomic_folder, atomic_write
 
 LATEST = "latest.json"
+PRECISIONS = ("fp32", "bf16")
+# Settings that change speed or memory but not the numbers: a checkpoint resumes across them.
+NOT_COMPARED_ON_RESUME = ("log_every", "eval_every", "checkpoint_every", "gradient_checkpointing", "compile")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. ``checkpoint_every=0`` saves only at the end (when an output folder is given)."""
+    """How to train. ``checkpoint_every=0`` saves only at the end (when an output folder is given).
+
+    Scaling options: ``precision="bf16"`` runs forward and loss under ``torch.autocast`` (the
+    trainable weights and AdamW stay float32); ``bucket_by_length`` batches examples of similar
+    length and trims each batch's trailing padding; ``gradient_checkpointing`` and ``compile``
+    call the composed model's ``gradient_checkpointing_enable()`` / ``compile_bridges()``.
+    ``batch_size`` is the global batch: with N processes each trains on batch_size / N.
+    """
 
     steps: int = 1000
     batch_size: int = 64
@@ -51,6 +66,10 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 0
     checkpoint_every: int = 0
+    precision: str = "fp32"
+    bucket_by_length: bool = False
+    gradient_checkpointing: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
@@ -58,6 +77,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be ≥ 1; got {getattr(self, name)}.")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0; got {self.lr}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision={self.precision!r}: use one of {PRECISIONS}.")
 
 
 def encode_examples(
@@ -86,18 +107,39 @@ def encode_examples(
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def batch_indices(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+def batch_indices(
+    n: int, batch_size: int, seed: int, lengths: torch.Tensor | None = None, window: int = 50
+) -> Iterator[torch.Tensor]:
     """An endless stream of index batches over seeded reshuffles of ``range(n)``.
 
-    The stream depends only on (n, batch_size, seed), so a resumed run replays it and skips
-    the batches it has already trained on.
+    With ``lengths`` (N,), each reshuffle is cut into windows of ``window`` batches, each window
+    is sorted by length and cut into batches, and the batches are shuffled: batches hold
+    examples of similar length (less padding) while the order stays random.
+    The stream depends only on its arguments, so a resumed run replays it and skips the
+    batches it has already trained on.
     """
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(batch_size, n)
     while True:
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
+        order = torch.randperm(n, generator=generator)[: n - n % batch_size]
+        if lengths is not None:
+            span = window * batch_size
+            windows = [w[torch.argsort(lengths[w], stable=True)] for w in order.split(span)]
+            batches = torch.cat(windows).split(batch_size)
+            order = torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator)])
+        yield from order.split(batch_size)
+
+
+def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the trailing columns that are padding in every row (by ``attention_mask``).
+
+    Exact for causal LMs: later positions never influence earlier ones.
+    """
+    mask = batch.get("attention_mask")
+    if mask is None or mask.dim() != 2:
+        return batch
+    width = int(mask.any(dim=0).nonzero().max()) + 1 if mask.any() else 1
+    return {k: v[:, :width] if v.dim() >= 2 and v.shape[1] == mask.shape[1] else v for k, v in batch.items()}
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -126,6 +168,7 @@ def train(
     evaluate: Callable[[], dict[str, float]] | None = None,
     progress: bool = True,
     desc: str = "train",
+    accelerator: Accelerator | None = None,
 ) -> list[dict]:
     """Train ``model``'s parameters that have ``requires_grad`` on ``data``.
 
@@ -134,47 +177,65 @@ def train(
             composed model only the bridges are trainable.
         data: tensors with the same first dimension N, e.g. from :func:`encode_examples`.
         output_dir: where checkpoints go; with ``resume`` an existing checkpoint there is
-            loaded first and training continues from its step.
-        evaluate: called every ``cfg.eval_every`` steps and at the end; its metrics are logged.
+            loaded first and training continues from its step. Under ``accelerate launch``
+            every process loads it and only the main process writes.
+        evaluate: called every ``cfg.eval_every`` steps and at the end, on the main process
+            only; its metrics are logged.
+        accelerator: default: a new ``Accelerator``. In one process the model stays on its
+            device; under ``accelerate launch`` it moves to the process's device and is
+            wrapped in DDP.
     Returns:
-        the log: dicts with ``step``, ``loss`` (mean since the last entry), ``lr`` and any
-        evaluation metrics.
+        the log: dicts with ``step``, ``loss`` (mean since the last entry, over all
+        processes), ``lr`` and the evaluation metrics (main process).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("The model has no trainable parameters (nothing has requires_grad).")
     n = _check_data(data)
+    accelerator = accelerator or Accelerator(device_placement=PartialState().use_distributed)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if cfg.batch_size % world:
+        raise ValueError(f"TrainConfig.batch_size={cfg.batch_size} must be divisible by the {world} processes.")
+    _apply_speed_options(model, cfg)
+    wrapped = accelerator.prepare_model(model)
+    device = named[0][1].device
     optimizer = make_optimizer([p for _, p in named], cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     step, log = 0, []
     output_dir = Path(output_dir) if output_dir is not None else None
     if output_dir is not None and resume and (output_dir / LATEST).exists():
         step, log = load_checkpoint(output_dir, named, optimizer, schedule, cfg)
-    batches = batch_indices(n, cfg.batch_size, cfg.seed)
+    lengths = data["attention_mask"].sum(dim=1) if cfg.bucket_by_length and "attention_mask" in data else None
+    batches = batch_indices(n, cfg.batch_size, cfg.seed, lengths)
     for _ in range(step):
         next(batches)
-    device = named[0][1].device
     model.train()
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     # mininterval=1: a notebook progress widget updated 20 times a second floods Jupyter (and nbval)
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, mininterval=1)
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, mininterval=1,
+               disable=not progress or not accelerator.is_main_process)
     try:
         while step < cfg.steps:
-            idx = next(batches)
-            loss = model(**{k: v[idx].to(device) for k, v in data.items()}).loss
+            idx = next(batches)[rank::world]  # this process's share of the global batch
+            batch = {k: v[idx].to(device) for k, v in data.items()}
+            if cfg.bucket_by_length:
+                batch = trim_padding(batch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss = wrapped(**batch).loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.max_grad_norm)
             optimizer.step()
             schedule.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(loss.detach().float())
             bar.update(1)
             log_now = step % cfg.log_every == 0 or step == cfg.steps
             eval_now = evaluate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps)
             if log_now or eval_now:
-                entry = {"step": step, "loss": sum(losses) / len(losses), "lr": schedule.get_last_lr()[0]}
-                if eval_now:
+                mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+                entry = {"step": step, "loss": mean_loss, "lr": schedule.get_last_lr()[0]}
+                if eval_now and accelerator.is_main_process:
                     model.eval()
                     entry.update(evaluate())
                     model.train()
@@ -184,11 +245,28 @@ def train(
             if output_dir is not None and (
                 step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
             ):
-                save_checkpoint(output_dir, step, log, named, optimizer, schedule, cfg)
+                if accelerator.is_main_process:
+                    save_checkpoint(output_dir, step, log, named, optimizer, schedule, cfg)
+                accelerator.wait_for_everyone()
     finally:
         bar.close()
         model.eval()
     return log
+
+
+def _apply_speed_options(model: nn.Module, cfg: TrainConfig) -> None:
+    """Gradient checkpointing (a composed model's, or a Hugging Face model's own) and
+    compilation (a composed model's bridges, or the whole model) as ``cfg`` asks."""
+    if cfg.gradient_checkpointing:
+        if not hasattr(model, "gradient_checkpointing_enable"):
+            raise ValueError(f"TrainConfig.gradient_checkpointing needs a composed or Hugging Face model; "
+                             f"{type(model).__name__} has no gradient_checkpointing_enable().")
+        model.gradient_checkpointing_enable()
+    if cfg.compile:
+        if hasattr(model, "compile_bridges"):
+            model.compile_bridges()
+        else:
+            model.compile()
 
 
 def _check_data(data: dict[str, torch.Tensor]) -> int:
@@ -244,8 +322,9 @@ def load_checkpoint(output_dir: Path, named, optimizer, schedule, cfg: TrainConf
             f"The checkpoint in {output_dir} was made for other trainable parameters "
             f"({len(state['param_names'])} saved, {len(names)} now); use another output folder."
         )
-    saved_cfg = {k: v for k, v in state["config"].items() if k not in ("log_every", "eval_every", "checkpoint_every")}
-    now_cfg = {k: v for k, v in asdict(cfg).items() if k in saved_cfg}
+    defaults = asdict(TrainConfig())  # checkpoints from before a setting existed had its default
+    saved_cfg = {k: v for k, v in {**defaults, **state["config"]}.items() if k not in NOT_COMPARED_ON_RESUME}
+    now_cfg = {k: v for k, v in asdict(cfg).items() if k not in NOT_COMPARED_ON_RESUME}
     if saved_cfg != now_cfg:
         diffs = {k: (saved_cfg[k], now_cfg[k]) for k in saved_cfg if saved_cfg[k] != now_cfg[k]}
         raise ValueError(f"The checkpoint in {output_dir} was made with other settings (saved, now): {diffs}.")

@@ -221,12 +221,16 @@ def test_several_augmenting_models(ids):
 
 
 @torch.no_grad()
-def test_bfloat16_models_get_bfloat16_bridges(ids):
+def test_bfloat16_models_get_float32_bridges_unless_asked(ids):
     anchor = tiny("llama", hidden_size=64, num_layers=2, vocab_size=VOCAB).to(torch.bfloat16)
     augmenting = tiny("gpt2", hidden_size=32, num_layers=2, vocab_size=VOCAB).to(torch.bfloat16)
     model = compose(anchor, augmenting, layers=1)
-    assert all(p.dtype == torch.bfloat16 for p in model.bridge_parameters())
+    assert all(p.dtype == torch.float32 for p in model.bridge_parameters())
     assert torch.equal(model(ids).logits, anchor(ids).logits)
+    randomise_bridges(model)
+    assert model(ids).logits.dtype == torch.bfloat16
+    model = compose(anchor, augmenting, layers=1, bridge_dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.bridge_parameters())
     model.to(torch.float32)
     assert anchor.dtype == torch.float32 and all(p.dtype == torch.float32 for p in model.bridge_parameters())
 
