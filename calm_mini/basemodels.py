@@ -86,7 +86,8 @@ def train_causal_lm(
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(cfg.llama_config(tokenizer))
     data = encode_examples(dataset, tokenizer, cfg.answer_only_loss)
-    log = train(model, data, cfg.train_config(), progress=progress, desc=desc)
+    # one process trains a base model for all (see build_base_models), so never distributed
+    log = train(model, data, cfg.train_config(), progress=progress, desc=desc, distributed=False)
     return model.eval(), log
 
 

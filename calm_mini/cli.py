@@ -3,6 +3,11 @@
     python -m calm_mini reproduce   the key-value experiment (the paper's Table 1), end to end
     python -m calm_mini ablations   same budget: random/vanilla/encoder m_A, LoRA, fine-tuned m_B, placement
     python -m calm_mini demo        compose SmolLM2 with a tiny model; print the layer map and a generation
+
+Several processes (DDP through accelerate), on GPUs, and on a CPU without MPI:
+
+    accelerate launch --multi_gpu --num_processes 2 -m calm_mini reproduce
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m calm_mini reproduce
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ def reproduce(args: argparse.Namespace) -> None:
     checkpoints = None if args.no_checkpoints else Path(args.checkpoints or f"runs/kv-{cfg.setting}")
     report = reproduce(cfg, args.assets, args.cache_dir, checkpoints, progress=not args.quiet,
                        tasks={t: TASKS[t] for t in args.tasks})
+    if not report:  # a non-main process under `accelerate launch`: the main one reports
+        return
     print(f"\n{report['summary']}\n")
     print("Exact match (%), held-out keys for KV-SUBS and KV-MATH; the paper's Table 1 in brackets:")
     print(format_table(report["table"]))

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from datasets import concatenate_datasets
 from torch import nn
 
@@ -182,12 +183,20 @@ def reproduce(
     With ``checkpoints``, bridge training saves there and resumes from there (after a Ctrl-C,
     run the same call again). Writes ``kv_results.json`` and the figures to ``assets`` and
     returns the results dict.
+
+    Under ``accelerate launch`` the main process trains the base models first (the others
+    then load them from the cache), every process trains the bridges on its share of each
+    batch, and only the main process evaluates and writes; the others return ``{}``.
     """
     start = time.perf_counter()
-    base = build_base_models(cfg.kv, cfg.anchor, cfg.augmenting, cache_dir, progress)
+    processes = Accelerator()  # one process, or one of several under `accelerate launch`
+    with processes.main_process_first():
+        base = build_base_models(cfg.kv, cfg.anchor, cfg.augmenting, cache_dir, progress)
     base_seconds = time.perf_counter() - start
     model = compose_kv(base, cfg)
     log = train_bridges(model, base, cfg, checkpoints, progress=progress)
+    if not processes.is_main_process:
+        return {}
     if checkpoints is not None:
         model.save_pretrained(Path(checkpoints) / "bridges")
     results = evaluate({"m_A": base.augmenting, "m_B": base.anchor, "CALM": model}, base, cfg.eval_batch_size, tasks)

@@ -32,7 +32,7 @@ from datasets import Dataset
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -169,6 +169,7 @@ def train(
     progress: bool = True,
     desc: str = "train",
     accelerator: Accelerator | None = None,
+    distributed: bool = True,
 ) -> list[dict]:
     """Train ``model``'s parameters that have ``requires_grad`` on ``data``.
 
@@ -184,6 +185,8 @@ def train(
         accelerator: default: a new ``Accelerator``. In one process the model stays on its
             device; under ``accelerate launch`` it moves to the process's device and is
             wrapped in DDP.
+        distributed: ``False`` trains in this process alone, even under ``accelerate launch``
+            (for work that one process does for all, e.g. inside ``main_process_first()``).
     Returns:
         the log: dicts with ``step``, ``loss`` (mean since the last entry, over all
         processes), ``lr`` and the evaluation metrics (main process).
@@ -192,12 +195,13 @@ def train(
     if not named:
         raise ValueError("The model has no trainable parameters (nothing has requires_grad).")
     n = _check_data(data)
-    accelerator = accelerator or Accelerator(device_placement=PartialState().use_distributed)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    accelerator = (accelerator or Accelerator()) if distributed else None
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    main = accelerator is None or accelerator.is_main_process
     if cfg.batch_size % world:
         raise ValueError(f"TrainConfig.batch_size={cfg.batch_size} must be divisible by the {world} processes.")
     _apply_speed_options(model, cfg)
-    wrapped = accelerator.prepare_model(model)
+    wrapped = accelerator.prepare_model(model, device_placement=accelerator.use_distributed) if accelerator else model
     device = named[0][1].device
     optimizer = make_optimizer([p for _, p in named], cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -213,7 +217,7 @@ def train(
     losses: list[torch.Tensor] = []
     # mininterval=1: a notebook progress widget updated 20 times a second floods Jupyter (and nbval)
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, mininterval=1,
-               disable=not progress or not accelerator.is_main_process)
+               disable=not progress or not main)
     try:
         while step < cfg.steps:
             idx = next(batches)[rank::world]  # this process's share of the global batch
@@ -223,7 +227,7 @@ def train(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 loss = wrapped(**batch).loss
             optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
+            loss.backward()  # DDP averages the gradients over the processes here
             torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.max_grad_norm)
             optimizer.step()
             schedule.step()
@@ -233,9 +237,12 @@ def train(
             log_now = step % cfg.log_every == 0 or step == cfg.steps
             eval_now = evaluate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps)
             if log_now or eval_now:
-                mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+                mean_loss = torch.stack(losses).mean()
+                if accelerator is not None:
+                    mean_loss = accelerator.reduce(mean_loss, reduction="mean")
+                mean_loss = mean_loss.item()
                 entry = {"step": step, "loss": mean_loss, "lr": schedule.get_last_lr()[0]}
-                if eval_now and accelerator.is_main_process:
+                if eval_now and main:
                     model.eval()
                     entry.update(evaluate())
                     model.train()
@@ -245,9 +252,10 @@ def train(
             if output_dir is not None and (
                 step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
             ):
-                if accelerator.is_main_process:
+                if main:
                     save_checkpoint(output_dir, step, log, named, optimizer, schedule, cfg)
-                accelerator.wait_for_everyone()
+                if accelerator is not None:
+                    accelerator.wait_for_everyone()
     finally:
         bar.close()
         model.eval()
