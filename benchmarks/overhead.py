@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _harness import interleaved
 
 from calm_mini import compose
 from calm_mini.models import load, smollm2_folder, tiny
@@ -33,20 +34,6 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each function, run in turn so that machine noise hits all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def build(pair: str):

