@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .bridge import Bridge
 from .files import atomic_write
@@ -384,6 +384,12 @@ class ComposedModel(nn.Module):
             raise ValueError(f"{folder / CONFIG_NAME} is not valid JSON ({err}); the save is corrupt.") from err
         if config.get("format") != "calm_mini" or config.get("version") != FORMAT_VERSION:
             raise ValueError(f"{folder / CONFIG_NAME} is not a calm_mini v{FORMAT_VERSION} bridge config.")
+        if "tokenizers" in config and cls is ComposedModel:
+            raise ValueError(
+                f"{folder} holds bridges between models that tokenize differently; load them with "
+                "calm_mini.crosstok.CrossTokenizerModel.from_pretrained(folder, anchor, augmenting, "
+                "anchor_tokenizer=..., augmenting_tokenizer=...)."
+            )
         augmenting = _as_list(augmenting)
         paths = config["layers_paths"]
         _check_identity("anchor", config["anchor"], ModelShape.of(anchor, paths["anchor"]))
@@ -600,9 +606,13 @@ class ComposedModel(nn.Module):
                 f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)} "
                 f"(plus {past} cached tokens) need ({input_ids.shape[0]}, {past + input_ids.shape[1]})."
             )
-        vocab = min(s.vocab_size for s in (self.anchor_shape, *self.augmenting_shapes))
+        vocab, whose = self._input_vocabulary()
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab):
-            raise ValueError(f"input_ids hold ids outside 0..{vocab - 1}, the vocabulary both models share.")
+            raise ValueError(f"input_ids hold ids outside 0..{vocab - 1}, {whose}.")
+
+    def _input_vocabulary(self) -> tuple[int, str]:
+        """The bound on input ids, and whose vocabulary it is (for the error message)."""
+        return min(s.vocab_size for s in (self.anchor_shape, *self.augmenting_shapes)), "the vocabulary both models share"
 
     def _check_length(self, length: int) -> None:
         for role, shape in (("anchor", self.anchor_shape), *(("augmenting", s) for s in self.augmenting_shapes)):
@@ -623,6 +633,9 @@ def compose(
     augmenting_layers_path: str | None | Sequence[str | None] = None,
     recency_bias: bool = False,
     bridge_dtype: torch.dtype = torch.float32,
+    anchor_tokenizer: PreTrainedTokenizerBase | None = None,
+    augmenting_tokenizer: PreTrainedTokenizerBase | None = None,
+    check_text: bool = True,
 ) -> ComposedModel:
     """Compose a frozen anchor with frozen augmenting model(s) through new bridges.
 
@@ -644,16 +657,23 @@ def compose(
         bridge_dtype: the bridges' parameter dtype. float32 by default, also for bfloat16 base
             models: trainable weights and AdamW need the precision, and a bridge casts its
             inputs and output to and from the base models' dtype.
+        anchor_tokenizer, augmenting_tokenizer: give both to compose models that tokenize
+            differently (one augmenting model): the augmenting model reads the text of the
+            anchor's tokens with its own tokenizer, causally in text (see :mod:`calm_mini.crosstok`).
+        check_text: with tokenizers, require each to give back a probe text unchanged (no
+            lower-casing, stripped accents or changed spaces).
     Returns:
-        A :class:`ComposedModel` equal to the anchor until its bridges are trained.
+        A :class:`ComposedModel` equal to the anchor until its bridges are trained
+        (a :class:`calm_mini.crosstok.CrossTokenizerModel` when tokenizers are given).
     """
     augmenting = _as_list(augmenting)
+    cross_tokenizer = anchor_tokenizer is not None or augmenting_tokenizer is not None
     _check_causal_lm(anchor, "anchor")
     for m in augmenting:
         _check_causal_lm(m, "augmenting")
         if m is anchor:
             raise ValueError("The anchor and the augmenting model must be different model objects.")
-        if check_vocab and m.config.get_text_config().vocab_size != anchor.config.get_text_config().vocab_size:
+        if check_vocab and not cross_tokenizer and m.config.get_text_config().vocab_size != anchor.config.get_text_config().vocab_size:
             raise ValueError(
                 f"The anchor's vocabulary ({anchor.config.get_text_config().vocab_size}) differs from the augmenting "
                 f"model's ({m.config.get_text_config().vocab_size}): both read the same token ids, so they need the "
@@ -667,6 +687,13 @@ def compose(
     specs = _per_model_specs(layers, len(augmenting))
     anchor_shape = ModelShape.of(anchor, anchor_layers_path)
     layer_maps = [resolve_layer_map(spec, ModelShape.of(m, p), anchor_shape) for spec, m, p in zip(specs, augmenting, paths)]
+    if cross_tokenizer:
+        from .crosstok import CrossTokenizerModel  # imported here: crosstok builds on this module
+
+        return CrossTokenizerModel(
+            anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias, bridge_dtype,
+            anchor_tokenizer=anchor_tokenizer, augmenting_tokenizer=augmenting_tokenizer, check_text=check_text,
+        )
     return ComposedModel(
         anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias, bridge_dtype
     )
