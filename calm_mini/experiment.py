@@ -50,13 +50,18 @@ PAPER = {
 }
 # The classroom placement: embeddings and every anchor layer but the last, all fed from m_A's last layer.
 CLASSROOM_LAYERS = ((1, -1), (1, 0), (1, 1), (1, 2))
-PLACEMENTS = {
-    "1 bridge, middle (2→2)": ((1, 1),),
-    "2 bridges, middle": ((1, 1), (1, 2)),
-    "after every anchor layer": ((1, 0), (1, 1), (1, 2), (1, 3)),
-    "embeddings only": ((1, -1),),
-    "embeddings + every layer": CLASSROOM_LAYERS,
-}
+def placement_study(cfg: "ExperimentConfig") -> dict[str, tuple[tuple[int, int], ...]]:
+    """The bridge-placement study for ``cfg``'s models: (augmenting layer, anchor layer) pairs,
+    all reading m_A's last layer. Names count layers from 1, as the README's table does."""
+    last, n = cfg.augmenting.n_layers - 1, cfg.anchor.n_layers
+    middle = (n - 1) // 2
+    return {
+        f"1 bridge, middle ({last + 1}→{middle + 1})": ((last, middle),),
+        "2 bridges, middle": ((last, middle), (last, min(middle + 1, n - 1))),
+        "after every anchor layer": tuple((last, j) for j in range(n)),
+        "embeddings only": ((last, -1),),
+        "embeddings + every layer": tuple(tuple(p) for p in cfg.layers),
+    }
 
 
 SETTINGS = ("classroom", "full", "smoke")
@@ -299,7 +304,7 @@ def ablations(
     run("fine-tuned m_B (skyline)", skyline, encode_examples(everything, tokenizer))
 
     placement: dict[str, dict] = {}
-    for name, layers in (placements or PLACEMENTS).items():
+    for name, layers in (placements if placements is not None else placement_study(cfg)).items():
         for recency in (False, True):
             model = compose_kv(base, replace(cfg, recency_bias=recency), layers=layers)
             label = f"{name}{' + recency' if recency else ''}"

@@ -18,8 +18,11 @@ from calm_mini.experiment import (
     encode_with_prompts,
     format_table,
     lora_anchor,
+    placement_study,
     reproduce,
 )
+from calm_mini import compose
+from calm_mini.models import tiny
 
 SMOKE = ExperimentConfig.smoke()
 
@@ -108,3 +111,16 @@ def test_cli_refuses_a_corrupt_checkpoint(tmp_path, cache):
     (tmp_path / "ckpt" / "latest.json").write_text("{not json")
     result = _cli(*args)
     assert result.returncode == 2 and "corrupt" in result.stderr
+
+
+@pytest.mark.parametrize("setting", ["smoke", "classroom", "full"])
+def test_the_placement_study_fits_every_setting(setting):
+    """Each placement of the study is a valid layer map for that setting's models (it once assumed
+    a 4-layer anchor, so `ablations --setting smoke` failed)."""
+    cfg = ExperimentConfig.named(setting)
+    anchor = tiny("llama", hidden_size=32, num_layers=cfg.anchor.n_layers, vocab_size=64)
+    augmenting = tiny("llama", hidden_size=32, num_layers=cfg.augmenting.n_layers, vocab_size=64)
+    study = placement_study(cfg)
+    assert study["embeddings + every layer"] == tuple(tuple(p) for p in cfg.layers)
+    for name, layers in study.items():
+        assert len(compose(anchor, augmenting, layers=list(layers)).bridges) == len(layers), name
