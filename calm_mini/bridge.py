@@ -17,6 +17,14 @@ key, a rare word) its content says nothing. With ``recency_bias=True`` head h ad
 ``-slope_h · (t - s)`` to its scores (ALiBi-style; one learned slope per head, starting at
 8, 2, 0.5, … so that the first head reads the current token and later heads look further back).
 This is the kit's addition, off by default; the key-value experiment measures what it buys.
+
+Real pretrained models can have large hidden states (SmolLM2-135M's residual stream: norms of
+hundreds in the upper layers, ~26 000 at the first token), and the bridge's query·key scores grow
+with them: attention can start sharp and locked onto positions chosen by content, where the
+recency slopes count for little. With ``normalize_inputs=True`` the bridge RMS-normalises (without
+parameters) the anchor states before the query and the augmenting states before ``f_proj``, as
+every pre-norm transformer layer does before its own attention, so the scores no longer depend
+on the scale of either model. Off by default: the kit's recorded results were made without it.
 """
 
 from __future__ import annotations
@@ -38,9 +46,14 @@ class Bridge(nn.Module):
         num_heads: attention heads; must divide ``anchor_dim``.
         recency_bias: add a learned per-head penalty on the distance t - s (adds ``num_heads``
             parameters).
+        normalize_inputs: RMS-normalise both inputs (no parameters), for base models with
+            large hidden states.
     """
 
-    def __init__(self, augmenting_dim: int, anchor_dim: int, num_heads: int, recency_bias: bool = False):
+    def __init__(
+        self, augmenting_dim: int, anchor_dim: int, num_heads: int, recency_bias: bool = False,
+        normalize_inputs: bool = False,
+    ):
         super().__init__()
         if num_heads < 1 or anchor_dim % num_heads:
             raise ValueError(
@@ -48,6 +61,7 @@ class Bridge(nn.Module):
                 f"choose a divisor of {anchor_dim} (the anchor's own head count usually is one)."
             )
         self.num_heads = num_heads
+        self.normalize_inputs = normalize_inputs
         self.head_dim = anchor_dim // num_heads
         self.proj = nn.Linear(augmenting_dim, anchor_dim)  # f_proj
         self.query = nn.Linear(anchor_dim, anchor_dim)
@@ -61,6 +75,9 @@ class Bridge(nn.Module):
             slopes = 8.0 * 4.0 ** -torch.arange(num_heads, dtype=torch.float64)
             self.recency = nn.Parameter(torch.log(torch.expm1(slopes)).float())
 
+    def _normalized(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, x.shape[-1:]) if self.normalize_inputs else x
+
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
@@ -73,7 +90,7 @@ class Bridge(nn.Module):
         Returns:
             keys, values, each (B, H, S, d) with H·d = D_B. These are what generation caches.
         """
-        projected = self.proj(augmenting_states.to(self.proj.weight.dtype))  # (B, S, D_B)
+        projected = self.proj(self._normalized(augmenting_states.to(self.proj.weight.dtype)))  # (B, S, D_B)
         return self._split_heads(self.key(projected)), self._split_heads(self.value(projected))
 
     def forward(
@@ -99,7 +116,7 @@ class Bridge(nn.Module):
         """
         B, T, D = anchor_states.shape
         dtype = self.query.weight.dtype
-        q = self._split_heads(self.query(anchor_states.to(dtype)))  # (B, H, T, d)
+        q = self._split_heads(self.query(self._normalized(anchor_states.to(dtype))))  # (B, H, T, d)
         readable = mask.any(dim=-1, keepdim=True)  # (B, T, 1)
         # Rows with nothing to read may see everything (avoids NaN); their output is zeroed below.
         attn_mask = (mask | ~readable).unsqueeze(1)  # (B, 1, T, S)

@@ -144,6 +144,7 @@ class ComposedModel(nn.Module):
         augmenting_layers_paths: Sequence[str | None] | None = None,
         recency_bias: bool = False,
         bridge_dtype: torch.dtype = torch.float32,
+        normalize_inputs: bool = False,
     ):
         super().__init__()
         augmenting_layers_paths = list(augmenting_layers_paths or [None] * len(augmenting))
@@ -154,13 +155,14 @@ class ComposedModel(nn.Module):
         self.layer_maps = list(layer_maps)
         self.num_heads = num_heads or self.anchor_shape.num_heads
         self.recency_bias = recency_bias
+        self.normalize_inputs = normalize_inputs
         self.specs = [
             BridgeSpec(a, i, j) for a, layer_map in enumerate(self.layer_maps) for i, j in layer_map.pairs
         ]
         self.bridges = nn.ModuleList(
             Bridge(
                 self.augmenting_shapes[s.augmenting].hidden_size, self.anchor_shape.hidden_size, self.num_heads,
-                recency_bias,
+                recency_bias, normalize_inputs,
             )
             for s in self.specs
         ).to(device=next(anchor.parameters()).device, dtype=bridge_dtype)
@@ -341,6 +343,7 @@ class ComposedModel(nn.Module):
             "version": FORMAT_VERSION,
             "num_heads": self.num_heads,
             "recency_bias": self.recency_bias,
+            "normalize_inputs": self.normalize_inputs,
             "layer_maps": [{"augmenting": list(m.augmenting), "anchor": list(m.anchor)} for m in self.layer_maps],
             "layers_paths": self._layers_paths,
             "anchor": identity(self.anchor, self.anchor_shape),
@@ -402,7 +405,7 @@ class ComposedModel(nn.Module):
         layer_maps = [LayerMap(tuple(m["augmenting"]), tuple(m["anchor"])) for m in config["layer_maps"]]
         model = cls(
             anchor, augmenting, layer_maps, config["num_heads"], paths["anchor"], paths["augmenting"],
-            config["recency_bias"],
+            config["recency_bias"], normalize_inputs=config.get("normalize_inputs", False),
         )
         try:
             state = load_file(folder / WEIGHTS_NAME)
@@ -633,6 +636,7 @@ def compose(
     augmenting_layers_path: str | None | Sequence[str | None] = None,
     recency_bias: bool = False,
     bridge_dtype: torch.dtype = torch.float32,
+    normalize_inputs: bool = False,
     anchor_tokenizer: PreTrainedTokenizerBase | None = None,
     augmenting_tokenizer: PreTrainedTokenizerBase | None = None,
     check_text: bool = True,
@@ -657,6 +661,9 @@ def compose(
         bridge_dtype: the bridges' parameter dtype. float32 by default, also for bfloat16 base
             models: trainable weights and AdamW need the precision, and a bridge casts its
             inputs and output to and from the base models' dtype.
+        normalize_inputs: RMS-normalise each bridge's inputs (anchor states before the query,
+            augmenting states before the projection), so that attention scores do not grow with
+            the large hidden states of real pretrained models; see :mod:`calm_mini.bridge`.
         anchor_tokenizer, augmenting_tokenizer: give both to compose models that tokenize
             differently (one augmenting model): the augmenting model reads the text of the
             anchor's tokens with its own tokenizer, causally in text (see :mod:`calm_mini.crosstok`).
@@ -692,10 +699,11 @@ def compose(
 
         return CrossTokenizerModel(
             anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias, bridge_dtype,
-            anchor_tokenizer=anchor_tokenizer, augmenting_tokenizer=augmenting_tokenizer, check_text=check_text,
+            normalize_inputs=normalize_inputs, anchor_tokenizer=anchor_tokenizer, augmenting_tokenizer=augmenting_tokenizer, check_text=check_text,
         )
     return ComposedModel(
-        anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias, bridge_dtype
+        anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias, bridge_dtype,
+        normalize_inputs=normalize_inputs,
     )
 
 

@@ -17,6 +17,7 @@ OPTIONS = {
     "evenly": dict(layers=Evenly(2)),
     "embeddings": dict(layers=[(-1, -1), (1, 0)]),
     "recency": dict(layers=[(-1, -1), (1, 0)], recency_bias=True),
+    "normalized": dict(layers=Evenly(2), recency_bias=True, normalize_inputs=True),
 }
 
 
@@ -288,3 +289,29 @@ def test_encoder_ablation_reads_only_the_prompt():
     cached = model.generate(prompt, attention_mask=mask, **kwargs)
     assert torch.equal(cached, model.generate(prompt, attention_mask=mask, use_cache=False, **kwargs))
     assert model._encoder is None and _hook_count(anchor) == 0
+
+
+@torch.no_grad()
+def test_normalized_inputs_make_bridge_attention_independent_of_hidden_state_scale():
+    """Real models' hidden states are large; with normalize_inputs a bridge attends the same
+    whatever their scale (without it, scaling sharpens the attention)."""
+    from calm_mini import Bridge
+
+    torch.manual_seed(0)
+    h_b, h_a = torch.randn(2, 5, 32), torch.randn(2, 7, 16)
+    mask = torch.ones(2, 5, 7, dtype=torch.bool)
+    for normalize, same in ((True, True), (False, False)):
+        bridge = Bridge(16, 32, 4, normalize_inputs=normalize)
+        _, small = bridge(h_b, *bridge.keys_values(h_a), mask, need_weights=True)
+        _, large = bridge(300 * h_b, *bridge.keys_values(300 * h_a), mask, need_weights=True)
+        assert torch.allclose(small, large, atol=1e-5) == same
+
+
+def test_normalize_inputs_is_saved_and_loaded(tmp_path, ids):
+    anchor, augmenting = make_pair("llama<-gpt2")
+    model = randomise_bridges(compose(anchor, augmenting, layers=1, normalize_inputs=True))
+    model.save_pretrained(tmp_path)
+    loaded = ComposedModel.from_pretrained(tmp_path, anchor, augmenting)
+    assert loaded.normalize_inputs and all(b.normalize_inputs for b in loaded.bridges)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
