@@ -99,6 +99,28 @@ def build_composition(args: argparse.Namespace):
     return model, anchor, augmenting
 
 
+def training_setup(args: argparse.Namespace):
+    """The composition under test, a batch of ids, and one bridge-training step (AdamW).
+
+    Returns:
+        (model, anchor, augmenting, ids (batch, length), optimizer, composed_step).
+    """
+    model, anchor, augmenting = build_composition(args)
+    apply_scaling_options(model, args)
+    ids = token_ids(anchor.config.vocab_size, args.batch, args.length, args.device)
+    optimizer = torch.optim.AdamW(model.bridge_parameters(), lr=1e-4)
+    model.train()
+
+    def composed_step():
+        with autocast(args):
+            loss = model(ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return model, anchor, augmenting, ids, optimizer, composed_step
+
+
 def add_scaling_options(p: argparse.ArgumentParser) -> None:
     """--gradient-checkpointing and --compile, for the benchmarks that train."""
     p.add_argument(

@@ -37,19 +37,7 @@ def main() -> None:
     p = h.parser(__doc__, batch=8, length=512, repeats=1)
     h.add_scaling_options(p)
     args = h.settle(p.parse_args())
-    model, anchor, augmenting = h.build_composition(args)
-    h.apply_scaling_options(model, args)
-    ids = h.token_ids(anchor.config.vocab_size, args.batch, args.length, args.device)
-    optimizer = torch.optim.AdamW(model.bridge_parameters(), lr=1e-4)
-    model.train()
-
-    def composed_step():
-        with h.autocast(args):
-            loss = model(ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    model, anchor, augmenting, ids, optimizer, composed_step = h.training_setup(args)
     composed_step()  # AdamW's moments now exist
     held = {"anchor": h.tensor_bytes(anchor), "augmenting": h.tensor_bytes(augmenting),
             "bridges_and_adamw": h.tensor_bytes(model.bridges, optimizer)}  # fmt: skip

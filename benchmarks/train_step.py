@@ -27,19 +27,8 @@ def main() -> None:
     p = h.parser(__doc__, batch=8, length=512, repeats=10)
     h.add_scaling_options(p)
     args = h.settle(p.parse_args())
-    model, anchor, augmenting = h.build_composition(args)
-    h.apply_scaling_options(model, args)
-    ids = h.token_ids(anchor.config.vocab_size, args.batch, args.length, args.device)
-    optimizer = torch.optim.AdamW(model.bridge_parameters(), lr=1e-4)
+    model, anchor, augmenting, ids, _, composed_step = h.training_setup(args)
     embed = anchor.get_input_embeddings()
-    model.train()
-
-    def composed_step():
-        with h.autocast(args):
-            loss = model(ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
     def anchor_forward_backward():
         with h.autocast(args):
