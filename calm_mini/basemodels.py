@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from datasets import Dataset
@@ -99,12 +100,39 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CALM_MINI_CACHE", Path.home() / ".cache" / "calm_mini"))
 
 
+def settings_key(prefix: str, settings: dict) -> str:
+    """A cache folder name: ``prefix`` plus a hash of the JSON ``settings``."""
+    return f"{prefix}-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]}"
+
+
 def cache_key(role: str, kv_cfg: KVConfig, model_cfg: BaseModelConfig) -> str:
     """Folder name for a trained model: role plus a hash of every setting that shapes it."""
-    settings = {"role": role, "kv": kv_cfg.to_dict(), "model": asdict(model_cfg),
-                "version": CACHE_VERSION}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    return f"{role}-{digest[:16]}"
+    return settings_key(role, {"role": role, "kv": kv_cfg.to_dict(), "model": asdict(model_cfg),
+                               "version": CACHE_VERSION})
+
+
+def cached_model(
+    folder: Path, train_model: Callable[[], tuple[LlamaForCausalLM, dict]],
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> tuple[LlamaForCausalLM, dict, bool]:
+    """The model saved in ``folder``, or ``train_model()``'s, saved there atomically (weights,
+    ``tokenizer`` if given, and its info dict as ``calm_mini.json``, plus ``train_seconds``).
+
+    Returns:
+        (model in eval mode, info, whether it came from the cache).
+    """
+    info_file = folder / "calm_mini.json"
+    if info_file.exists():
+        return LlamaForCausalLM.from_pretrained(folder).eval(), json.loads(info_file.read_text()), True
+    start = time.perf_counter()
+    model, info = train_model()
+    info = {**info, "train_seconds": round(time.perf_counter() - start, 1)}
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        (tmp / "calm_mini.json").write_text(json.dumps(info, indent=2))
+    return model.eval(), info, False
 
 
 def load_or_train(
@@ -116,18 +144,13 @@ def load_or_train(
     if role not in ROLES:
         raise ValueError(f"role={role!r}: use one of {sorted(ROLES)}.")
     folder = Path(cache_dir or default_cache_dir()) / cache_key(role, data.config, model_cfg)
-    if (folder / "calm_mini.json").exists():
-        return LlamaForCausalLM.from_pretrained(folder).eval()
-    start = time.perf_counter()
-    model, log = train_causal_lm(data.splits[ROLES[role]], data.tokenizer, model_cfg,
-                                    progress, desc=role)
-    info = {"role": role, "kv_config": data.config.to_dict(), "model_config": asdict(model_cfg),
-            "train_seconds": time.perf_counter() - start, "final_loss": log[-1]["loss"]}
-    with atomic_folder(folder) as tmp:
-        model.save_pretrained(tmp)
-        data.tokenizer.save_pretrained(tmp)
-        (tmp / "calm_mini.json").write_text(json.dumps(info, indent=2))
-    return model
+
+    def train_model():
+        model, log = train_causal_lm(data.splits[ROLES[role]], data.tokenizer, model_cfg, progress, desc=role)
+        return model, {"role": role, "kv_config": data.config.to_dict(), "model_config": asdict(model_cfg),
+                       "final_loss": log[-1]["loss"]}
+
+    return cached_model(folder, train_model, data.tokenizer)[0]
 
 
 @dataclass

@@ -20,7 +20,6 @@ The pieces, in the order of the data:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -33,7 +32,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutput
 
-from .basemodels import default_cache_dir
+from .basemodels import cached_model, default_cache_dir, settings_key
 from .compose import ComposedModel, compose
 from .data.facts import (
     ORDINARY_PROMPTS,
@@ -46,7 +45,7 @@ from .data.facts import (
     statements,
 )
 from .evaluate import generate_answers, left_pad
-from .files import atomic_folder, atomic_write
+from .files import atomic_write
 from .train import TrainConfig, train
 
 CACHE_VERSION = 1  # bump when training code changes what a cached augmenting model would be
@@ -176,11 +175,11 @@ def new_augmenting(anchor: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 
 def augmenting_cache_key(world: WorldConfig, cfg: AugmentingConfig, anchor: PreTrainedModel) -> str:
     """Folder name of a trained m_A: a hash of the world, m_A's settings and the anchor's identity."""
-    settings = {"world": world.to_dict(), "augmenting": asdict(cfg), "version": CACHE_VERSION,
-                "anchor": [anchor.config.model_type, anchor.config.hidden_size, anchor.config.vocab_size,
-                           getattr(anchor.config, "name_or_path", "")]}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    return f"facts-augmenting-{digest[:16]}"
+    return settings_key("facts-augmenting", {
+        "world": world.to_dict(), "augmenting": asdict(cfg), "version": CACHE_VERSION,
+        "anchor": [anchor.config.model_type, anchor.config.hidden_size, anchor.config.vocab_size,
+                   getattr(anchor.config, "name_or_path", "")],
+    })
 
 
 def load_or_train_augmenting(
@@ -193,19 +192,16 @@ def load_or_train_augmenting(
     whether it was loaded).
     """
     folder = Path(cache_dir or default_cache_dir()) / augmenting_cache_key(world.config, cfg, anchor)
-    if (folder / "calm_mini.json").exists():
-        info = json.loads((folder / "calm_mini.json").read_text())
-        return LlamaForCausalLM.from_pretrained(folder).eval(), {**info, "cached": True}
-    start = time.perf_counter()
-    model = new_augmenting(anchor, tokenizer, cfg)
-    data = encode_corpus(augmenting_corpus(world), tokenizer)
-    log = train(TargetsOnlyLoss(model), data, cfg.train_config(), progress=progress, desc="augmenting")
-    info = {"world": world.config.to_dict(), "augmenting": asdict(cfg), "train_seconds": round(time.perf_counter() - start, 1),
-            "final_loss": log[-1]["loss"], "log": log}
-    with atomic_folder(folder) as tmp:
-        model.save_pretrained(tmp)
-        (tmp / "calm_mini.json").write_text(json.dumps(info, indent=2))
-    return model.eval(), {**info, "cached": False}
+
+    def train_model():
+        model = new_augmenting(anchor, tokenizer, cfg)
+        data = encode_corpus(augmenting_corpus(world), tokenizer)
+        log = train(TargetsOnlyLoss(model), data, cfg.train_config(), progress=progress, desc="augmenting")
+        return model, {"world": world.config.to_dict(), "augmenting": asdict(cfg), "final_loss": log[-1]["loss"],
+                       "log": log}
+
+    model, info, cached = cached_model(folder, train_model)
+    return model, {**info, "cached": cached}
 
 
 # ---------------------------------------------------------------------- chat data for the bridges
