@@ -10,20 +10,24 @@ The pieces, in the order of the data:
   tied to them, its output layer) copied from SmolLM2 and frozen, its layers trained from scratch
   on fact statements about ALL people — loss on the value tokens only. Sharing the anchor's
   embedding space means m_A's last hidden state already "speaks" the anchor's output vocabulary;
-* the composite: bridges from m_A's last layer into the anchor's upper layers (backward runs only
-  through the anchor layers above the lowest bridge, so upper bridges are cheap on a CPU),
-  trained with :func:`calm_mini.train.train` on chat questions about the *train* people, plus
-  ordinary chat prompts with the anchor's own answers as targets (so ordinary answers stay);
+* the composite: bridges from m_A's last layer into the anchor's upper layers, trained with
+  :func:`calm_mini.train.train` on chat questions about the *train* people, plus ordinary chat
+  prompts with the anchor's own answers as targets (so ordinary answers stay). The frozen
+  anchor's states entering the lowest bridged layer are computed once (*feature caching*,
+  :func:`anchor_features`); a step runs only the anchor layers from there up, and the output
+  layer only where there is a label (:class:`CachedAnswerWindow`) — same loss and gradients;
 * evaluation on the *held-out* people: exact answers, value-token accuracy, and the anchor's
   ordinary chat answers beside the composite's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +37,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrai
 from transformers.modeling_outputs import CausalLMOutput
 
 from .basemodels import cached_model, default_cache_dir, settings_key
-from .compose import ComposedModel, compose
+from .compose import ComposedModel, compose, positions_from_mask
 from .data.facts import (
     ORDINARY_PROMPTS,
     World,
@@ -79,13 +83,15 @@ class FactsConfig:
     setting: str = "classroom"
     world: WorldConfig = field(default_factory=WorldConfig.classroom)
     augmenting: AugmentingConfig = AugmentingConfig()
-    layers: tuple[tuple[int, int], ...] = ((1, 27), (1, 29))  # (m_A layer, anchor layer), 0-based
+    layers: tuple[tuple[int, int], ...] = ((1, 29),)  # (m_A layer, anchor layer), 0-based
     recency_bias: bool = True
-    bridges: TrainConfig = TrainConfig(steps=160, batch_size=8, lr=2e-3, warmup_steps=10, log_every=10)
+    normalize_inputs: bool = True  # RMS-normalised bridge inputs (see calm_mini.bridge)
+    bridges: TrainConfig = TrainConfig(steps=400, batch_size=16, lr=2e-3, warmup_steps=10, log_every=10)
     ordinary_fraction: float = 0.25  # share of bridge-training rows that are ordinary chat with the anchor's answers
     ordinary_new_tokens: int = 24
     eval_batch_size: int = 32
     threads: int | None = None  # torch threads for the run; None leaves the current setting
+    feature_cache: bool = True  # compute the anchor's states below the lowest bridge once, not at every step
 
     @classmethod
     def classroom(cls, **overrides) -> FactsConfig:
@@ -239,6 +245,106 @@ class AnswerWindow(nn.Module):
         return self.model(input_ids, attention_mask=attention_mask, labels=labels, logits_to_keep=labels.shape[1])
 
 
+@contextlib.contextmanager
+def anchor_stack(anchor: PreTrainedModel, start: int = 0, stop: int | None = None,
+                 inputs: torch.Tensor | None = None, head: bool = True) -> Iterator[None]:
+    """For the duration of the block, the anchor's decoder runs only ``layers[start:stop]``;
+    with ``inputs`` (B, T, D), those states replace its token embeddings (the ids still decide
+    the mask, the positions and what the augmenting models read); with ``head=False`` its
+    output layer is the identity, so ``.logits`` are the final-norm states (B, T, D).
+
+    Rotary positions and the causal/padding mask are computed from ``position_ids`` and
+    ``attention_mask`` before the first layer, so a stack that starts at layer ``start`` fed
+    the states that entered it sees exactly what it sees in the full forward. Hooks on the kept
+    layers (the bridges') stay in place, since the layer objects are the same. Llama-style
+    anchors only (``anchor.model.layers``); everything is restored when the block ends.
+    """
+    body = getattr(anchor, "model", None)
+    if not isinstance(getattr(body, "layers", None), nn.ModuleList) or not hasattr(body, "embed_tokens"):
+        raise TypeError(f"Feature caching needs a Llama-style anchor (model.layers, model.embed_tokens); got "
+                        f"{type(anchor).__name__}. Set FactsConfig(feature_cache=False) for other anchors.")
+    layers = body.layers
+    handle = None
+    if inputs is not None:
+        def embedded(module, args, output):
+            if output.shape != inputs.shape:
+                raise ValueError(f"Cached anchor states {tuple(inputs.shape)} do not fit the embeddings "
+                                 f"{tuple(output.shape)}: trim them to the same rows and columns as the ids.")
+            return inputs.to(output.dtype)
+
+        handle = body.embed_tokens.register_forward_hook(embedded)
+    lm_head = anchor.lm_head
+    body.layers = nn.ModuleList(list(layers)[start:stop])
+    if not head:
+        anchor.lm_head = nn.Identity()
+    try:
+        yield
+    finally:
+        body.layers = layers
+        anchor.lm_head = lm_head
+        if handle is not None:
+            handle.remove()
+
+
+@torch.no_grad()
+def anchor_features(anchor: PreTrainedModel, data: dict[str, torch.Tensor], layer: int,
+                    batch_size: int = 32) -> torch.Tensor:
+    """The anchor's hidden states entering decoder layer ``layer``, for every row of ``data``
+    (left-padded ``input_ids``, ``attention_mask`` (N, T)), computed once: below the lowest
+    bridge the frozen anchor sees the same inputs at every training step.
+
+    Rows are run in batches of similar length (only the columns a batch uses); the states of
+    padding columns are left at zero (no real position reads them).
+
+    Returns: (N, T, D) in the anchor's dtype.
+    """
+    ids, mask = data["input_ids"], data["attention_mask"]
+    lengths = mask.sum(-1)
+    features = torch.zeros(*ids.shape, anchor.config.hidden_size, dtype=anchor.dtype)
+    captured = {}
+    handle = anchor.model.norm.register_forward_pre_hook(lambda module, args: captured.update(states=args[0]))
+    try:
+        with anchor_stack(anchor, 0, layer):
+            for rows in torch.argsort(lengths).split(batch_size):
+                width = int(lengths[rows].max())
+                batch_mask = mask[rows, -width:]
+                anchor.model(input_ids=ids[rows, -width:], attention_mask=batch_mask,
+                             position_ids=positions_from_mask(batch_mask, 0, width, ids.device))
+                features[rows, -width:] = captured["states"].to(features.dtype) * batch_mask[..., None]
+    finally:
+        handle.remove()
+    return features
+
+
+class CachedAnswerWindow(nn.Module):
+    """:class:`AnswerWindow` made cheap, with the same loss and gradients: the anchor's layers
+    below ``start`` are replaced by their cached output (``features`` from
+    :func:`anchor_features`), so a step runs only the anchor layers from ``start`` up, the
+    augmenting model and the bridges; and the output layer (49152 words wide) runs only at the
+    positions that predict a label, as in :class:`TargetsOnlyLoss`.
+    """
+
+    def __init__(self, model: ComposedModel, start: int):
+        lowest = max(0, min(s.anchor_layer for s in model.specs))  # a bridge into the embeddings reads layer 0's input
+        if not 0 <= start <= lowest:
+            raise ValueError(f"Features cached at anchor layer {start} skip the bridge into layer {lowest}: "
+                             f"cache at a layer from 0 to {lowest}.")
+        super().__init__()
+        self.model = model
+        self.start = start
+
+    def forward(self, input_ids, attention_mask, labels, features) -> CausalLMOutput:
+        width = int(attention_mask.sum(-1).max())  # left padding: drop the columns no row uses
+        anchor = self.model.anchor
+        with anchor_stack(anchor, self.start, inputs=features[:, -width:], head=False):
+            hidden = self.model(input_ids[:, -width:], attention_mask=attention_mask[:, -width:],
+                                logits_to_keep=labels.shape[1]).logits  # (B, W, D): states, not logits
+        targets = labels[:, 1:]  # (B, W-1): position t predicts token t+1
+        chosen = targets != -100
+        logits = anchor.lm_head(hidden[:, :-1][chosen]).float()  # (N, V)
+        return CausalLMOutput(loss=F.cross_entropy(logits, targets[chosen]))
+
+
 def bridge_data(world: World, tokenizer: PreTrainedTokenizerBase, anchor: PreTrainedModel, cfg: FactsConfig,
                 split: str = "train") -> tuple[dict[str, torch.Tensor], list[str]]:
     """The composition set D_C: chat questions about ``split``'s people, mixed with ordinary chat
@@ -345,7 +451,20 @@ def compare_ordinary(anchor, composite, tokenizer: PreTrainedTokenizerBase, prom
 def compose_facts(anchor: PreTrainedModel, augmenting: PreTrainedModel, cfg: FactsConfig) -> ComposedModel:
     """The composite of the demo; its bridges' initial weights are seeded by ``cfg.bridges.seed``."""
     torch.manual_seed(cfg.bridges.seed)
-    return compose(anchor, augmenting, layers=[tuple(p) for p in cfg.layers], recency_bias=cfg.recency_bias)
+    return compose(anchor, augmenting, layers=[tuple(p) for p in cfg.layers], recency_bias=cfg.recency_bias,
+                   normalize_inputs=cfg.normalize_inputs)
+
+
+def bridge_trainer(model: ComposedModel, data: dict[str, torch.Tensor], cfg: FactsConfig
+                   ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """What :func:`calm_mini.train.train` trains the bridges through, and its data: with
+    ``cfg.feature_cache`` the anchor's states entering the lowest bridged layer join the data
+    (computed once here) and each step runs only the anchor layers from there up."""
+    if not cfg.feature_cache:
+        return AnswerWindow(model), data
+    start = max(0, min(s.anchor_layer for s in model.specs))
+    features = anchor_features(model.anchor, data, start, cfg.eval_batch_size)
+    return CachedAnswerWindow(model, start), {**data, "features": features}
 
 
 def chat_table(models: dict[str, nn.Module], tokenizer: PreTrainedTokenizerBase, questions: Dataset,
@@ -388,7 +507,9 @@ def run(cfg: FactsConfig, assets: str | Path | None = "assets", cache_dir: str |
     model = compose_facts(anchor, augmenting, cfg)
     bridge_start = time.perf_counter()
     data, _ = bridge_data(world, tokenizer, anchor, cfg)
-    log = train(AnswerWindow(model), data, cfg.bridges, progress=progress, desc="bridges")
+    window, data = bridge_trainer(model, data, cfg)
+    feature_seconds = time.perf_counter() - bridge_start
+    log = train(window, data, cfg.bridges, progress=progress, desc="bridges")
     bridge_seconds = time.perf_counter() - bridge_start
     facts = statements(world)
     known = {}
@@ -410,6 +531,7 @@ def run(cfg: FactsConfig, assets: str | Path | None = "assets", cache_dir: str |
         "bridge_parameters": model.num_bridge_parameters(),
         "augmenting_parameters": sum(p.numel() for p in augmenting.parameters()),
         "seconds": {"augmenting": info["train_seconds"], "augmenting_cached": info["cached"],
+                    "bridge_data_and_features": round(feature_seconds, 1),  # included in "bridges"
                     "bridges": round(bridge_seconds, 1), "total": round(time.perf_counter() - start, 1)},
         "threads": torch.get_num_threads(), "log": log, "summary": model.summary(),
     }

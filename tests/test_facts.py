@@ -27,6 +27,7 @@ from calm_mini.facts import (
     FactsConfig,
     TargetsOnlyLoss,
     bridge_data,
+    bridge_trainer,
     compose_facts,
     encode_chat,
     encode_corpus,
@@ -141,6 +142,38 @@ def test_answer_window_loss_equals_the_full_loss(tokenizer):
     full_labels[:, -data["labels"].shape[1]:] = data["labels"]
     full = model(data["input_ids"], attention_mask=data["attention_mask"], labels=full_labels).loss
     assert torch.allclose(AnswerWindow(model)(**data).loss, full, atol=1e-5)
+
+
+def _loss_and_bridge_grads(window, model, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    loss = window(**batch).loss
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.bridge_parameters()]
+
+
+def test_cached_anchor_features_give_the_same_loss_and_gradients(tokenizer):
+    questions = ("Hi?", "Where is the long river that runs north?", "Who?")
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                             tokenize=False) for q in questions]
+    data = encode_chat(prompts, ["Yes.", "Far to the north.", "Nobody at all, I think."], tokenizer)
+    anchor = tiny("llama", hidden_size=32, num_layers=5, vocab_size=len(tokenizer))
+    augmenting = tiny("llama", hidden_size=16, num_layers=2, vocab_size=len(tokenizer), seed=1)
+    cfg = FactsConfig(layers=((0, 2), (1, 3)), eval_batch_size=2)  # feature batches of two widths
+    model = compose_facts(anchor, augmenting, cfg)
+    assert model.normalize_inputs  # the demo's default, passed through
+    with torch.no_grad():  # bridges start as the identity (zero output layer): make every gradient non-zero
+        for p in model.bridge_parameters():
+            p.normal_(0, 0.3)
+    window, cached = bridge_trainer(model, data, cfg)
+    assert window.start == 2 and cached["features"].shape == (3, data["input_ids"].shape[1], 32)
+    for rows in ([0, 1, 2], [0, 2]):  # [0, 2]: a batch narrower than the padded width
+        plain = _loss_and_bridge_grads(AnswerWindow(model), model, {k: v[rows] for k, v in data.items()})
+        fast = _loss_and_bridge_grads(window, model, {k: v[rows] for k, v in cached.items()})
+        assert torch.allclose(fast[0], plain[0], atol=1e-5)
+        assert all(g.abs().sum() > 0 for g in plain[1])
+        assert all(torch.allclose(f, g, atol=1e-5) for f, g in zip(fast[1], plain[1]))
+    assert len(anchor.model.layers) == 5 and not anchor.model.embed_tokens._forward_hooks  # restored
+    assert isinstance(anchor.lm_head, torch.nn.Linear)
 
 
 def _smoke_config(world: WorldConfig, layers) -> FactsConfig:
