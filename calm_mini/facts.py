@@ -88,10 +88,16 @@ class FactsConfig:
     normalize_inputs: bool = True  # RMS-normalised bridge inputs (see calm_mini.bridge)
     bridges: TrainConfig = TrainConfig(steps=400, batch_size=16, lr=2e-3, warmup_steps=10, log_every=10)
     ordinary_fraction: float = 0.25  # share of bridge-training rows that are ordinary chat with the anchor's answers
+    ordinary_generated: int = 56  # ordinary prompts drawn from patterns, beside the 18 fixed training ones
     ordinary_new_tokens: int = 24
     eval_batch_size: int = 32
     threads: int | None = None  # torch threads for the run; None leaves the current setting
     feature_cache: bool = True  # compute the anchor's states below the lowest bridge once, not at every step
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ordinary_fraction < 1:
+            raise ValueError(f"ordinary_fraction={self.ordinary_fraction}: the share of ordinary chat rows must be in "
+                             f"[0, 1) (some rows must be questions about people), e.g. 0.25.")
 
     @classmethod
     def classroom(cls, **overrides) -> FactsConfig:
@@ -355,16 +361,15 @@ def bridge_data(world: World, tokenizer: PreTrainedTokenizerBase, anchor: PreTra
     questions = chat_splits(world, tokenizer)[split]
     prompts, answers = list(questions["prompt"]), list(questions["answer"])
     ended = [True] * len(prompts)
-    ordinary = ordinary_prompts(tokenizer)["train"]
+    n_ordinary = round(len(prompts) * cfg.ordinary_fraction / (1 - cfg.ordinary_fraction))
+    ordinary = ordinary_prompts(tokenizer, cfg.ordinary_generated, cfg.world.seed)["train"][:n_ordinary]
     own = generate_tokens(anchor, tokenizer, ordinary, cfg.ordinary_new_tokens, cfg.eval_batch_size)
-    if cfg.ordinary_fraction > 0:
-        n_ordinary = round(len(prompts) * cfg.ordinary_fraction / (1 - cfg.ordinary_fraction))
-        for k in range(n_ordinary):
-            tokens = own[k % len(own)]
-            finished = tokenizer.eos_token_id in tokens
-            prompts.append(ordinary[k % len(own)])
-            answers.append(tokenizer.decode(tokens[: tokens.index(tokenizer.eos_token_id)] if finished else tokens))
-            ended.append(finished)
+    for k in range(n_ordinary):  # more rows than prompts: the prompts repeat
+        tokens = own[k % len(own)]
+        finished = tokenizer.eos_token_id in tokens
+        prompts.append(ordinary[k % len(own)])
+        answers.append(tokenizer.decode(tokens[: tokens.index(tokenizer.eos_token_id)] if finished else tokens))
+        ended.append(finished)
     return encode_chat(prompts, answers, tokenizer, ended), [tokenizer.decode(t, skip_special_tokens=True) for t in own]
 
 

@@ -18,6 +18,7 @@ from calm_mini.data.facts import (
     augmenting_corpus,
     chat_splits,
     make_world,
+    ordinary_questions,
     statement,
     statements,
 )
@@ -108,6 +109,30 @@ def test_no_heldout_or_validation_person_in_bridge_training(tokenizer):
     seen = {e.name for e in world.entities if any(e.name in t for t in texts)}
     assert seen == {e.name for e in world.split("train")}
     assert sum("<|im_start|>user" in t for t in texts) == len(texts)
+
+
+def test_ordinary_questions_are_seeded_distinct_and_never_the_shown_ones():
+    questions = ordinary_questions(56)
+    assert questions == ordinary_questions(56) and questions != ordinary_questions(56, seed=1)
+    assert len(questions["train"]) == len(set(questions["train"])) == len(ORDINARY_PROMPTS) - 6 + 56
+    assert len(questions["shown"]) == 6 and not set(questions["shown"]) & set(questions["train"])
+    with pytest.raises(ValueError, match="patterns give only"):
+        ordinary_questions(10_000)
+
+
+def test_bridge_data_mixes_in_the_anchors_own_ordinary_answers(tokenizer):
+    world = make_world(SMALL, tokenizer)
+    anchor = tiny("llama", hidden_size=32, num_layers=2, vocab_size=len(tokenizer))
+    n_questions = 4 * len(world.split("train"))
+    for fraction, generated in ((0.0, 0), (0.5, 30)):
+        cfg = FactsConfig(world=SMALL, ordinary_new_tokens=3, ordinary_fraction=fraction, ordinary_generated=generated)
+        data, own = bridge_data(world, tokenizer, anchor, cfg)
+        n_ordinary = round(n_questions * fraction / (1 - fraction))
+        assert data["input_ids"].shape[0] == n_questions + n_ordinary and len(own) == n_ordinary
+        texts = tokenizer.batch_decode(data["input_ids"][n_questions:])
+        assert all(q in t for q, t in zip(ordinary_questions(generated)["train"], texts))
+    with pytest.raises(ValueError, match="ordinary_fraction"):
+        FactsConfig(ordinary_fraction=1.0)
 
 
 def test_corpus_labels_are_exactly_the_targets(tokenizer):

@@ -77,6 +77,29 @@ ORDINARY_PROMPTS = (
 )
 N_SHOWN_PROMPTS = 6
 
+# More ordinary prompts for the bridges' training data, drawn from these patterns (never equal
+# to a shown prompt): the bridges must learn to leave ordinary chat alone, and 24 prompts are
+# too few to teach it.
+ORDINARY_PATTERNS = (
+    ("What is the capital of {}?", ("Spain", "Japan", "Canada", "Egypt", "Norway", "Brazil", "Kenya", "Peru")),
+    ("Name three {}.", ("fruits", "musical instruments", "sports", "vegetables", "birds", "tools", "flowers",
+                        "board games")),
+    ("Give me a tip for {}.", ("cooking rice", "saving money", "learning a language", "running faster",
+                               "writing an essay", "keeping plants alive", "making friends", "reading more")),
+    ("What does a {} do?", ("teacher", "baker", "pilot", "farmer", "nurse", "plumber", "librarian", "chef")),
+    ("Tell me a fun fact about {}.", ("cats", "the ocean", "elephants", "the sun", "trees", "honey", "owls",
+                                      "volcanoes")),
+    ("Write a short poem about {}.", ("autumn", "the sea", "a city at night", "friendship", "rain", "mountains",
+                                      "a train journey", "snow")),
+    ("What is the opposite of {}?", ("big", "fast", "light", "early", "open", "happy", "loud", "young")),
+    ("Explain {} in one sentence.", ("gravity", "democracy", "a rainbow", "the internet", "evaporation",
+                                     "inflation", "a vaccine", "an eclipse")),
+    ("What is {} times {}?", ((3, 4), (6, 7), (8, 9), (12, 5), (11, 11), (7, 8), (9, 6), (4, 15))),
+    ("Translate '{}' into {}.", (("good morning", "Spanish"), ("cat", "German"), ("water", "Italian"),
+                                 ("friend", "French"), ("book", "Spanish"), ("house", "German"),
+                                 ("please", "Italian"), ("night", "French"))),
+)
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -284,7 +307,20 @@ def chat_splits(world: World, tokenizer: PreTrainedTokenizerBase) -> DatasetDict
     return DatasetDict(out)
 
 
-def ordinary_prompts(tokenizer: PreTrainedTokenizerBase) -> dict[str, list[str]]:
-    """The ordinary chat prompts, chat-formatted: ``{"train": [...], "shown": [...]}``."""
-    formatted = [chat_prompt(tokenizer, q) for q in ORDINARY_PROMPTS]
-    return {"train": formatted[:-N_SHOWN_PROMPTS], "shown": formatted[-N_SHOWN_PROMPTS:]}
+def ordinary_questions(n_generated: int = 0, seed: int = 0) -> dict[str, list[str]]:
+    """Ordinary chat questions: ``train`` = the fixed ones followed by ``n_generated`` distinct
+    ones drawn from :data:`ORDINARY_PATTERNS` (seeded), ``shown`` = the last
+    ``N_SHOWN_PROMPTS`` fixed ones, which no training question equals."""
+    shown = list(ORDINARY_PROMPTS[-N_SHOWN_PROMPTS:])
+    pool = sorted({pattern.format(*(f if isinstance(f, tuple) else (f,))) for pattern, fills in ORDINARY_PATTERNS
+                   for f in fills} - set(ORDINARY_PROMPTS))
+    if n_generated > len(pool):
+        raise ValueError(f"n_generated={n_generated}: the patterns give only {len(pool)} distinct questions.")
+    generated = random.Random(f"ordinary-{seed}").sample(pool, n_generated)
+    return {"train": list(ORDINARY_PROMPTS[:-N_SHOWN_PROMPTS]) + generated, "shown": shown}
+
+
+def ordinary_prompts(tokenizer: PreTrainedTokenizerBase, n_generated: int = 0, seed: int = 0) -> dict[str, list[str]]:
+    """:func:`ordinary_questions`, chat-formatted: ``{"train": [...], "shown": [...]}``."""
+    return {split: [chat_prompt(tokenizer, q) for q in questions]
+            for split, questions in ordinary_questions(n_generated, seed).items()}
