@@ -78,7 +78,7 @@ ORDINARY_PROMPTS = (
 N_SHOWN_PROMPTS = 6
 
 # More ordinary prompts for the bridges' training data, drawn from these patterns (never equal
-# to a shown prompt): the bridges must learn to leave ordinary chat alone, and 24 prompts are
+# to a shown prompt): the bridges must learn to leave ordinary chat alone, and 18 prompts are
 # too few to teach it.
 ORDINARY_PATTERNS = (
     ("What is the capital of {}?", ("Spain", "Japan", "Canada", "Egypt", "Norway", "Brazil", "Kenya", "Peru")),
