@@ -663,7 +663,8 @@ def compose(
             inputs and output to and from the base models' dtype.
         normalize_inputs: RMS-normalise each bridge's inputs (anchor states before the query,
             augmenting states before the projection), so that attention scores do not grow with
-            the large hidden states of real pretrained models; see :mod:`calm_mini.bridge`.
+            the large hidden states of real pretrained models, and multiply each bridge's output
+            by the RMS of the anchor state it is added to; see :mod:`calm_mini.bridge`.
         anchor_tokenizer, augmenting_tokenizer: give both to compose models that tokenize
             differently (one augmenting model): the augmenting model reads the text of the
             anchor's tokens with its own tokenizer, causally in text (see :mod:`calm_mini.crosstok`).

@@ -85,8 +85,8 @@ class FactsConfig:
     augmenting: AugmentingConfig = AugmentingConfig()
     layers: tuple[tuple[int, int], ...] = ((1, 29),)  # (m_A layer, anchor layer), 0-based
     recency_bias: bool = True
-    normalize_inputs: bool = True  # RMS-normalised bridge inputs (see calm_mini.bridge)
-    bridges: TrainConfig = TrainConfig(steps=400, batch_size=16, lr=2e-3, warmup_steps=10, log_every=10)
+    normalize_inputs: bool = True  # bridges in units of the states' RMS (see calm_mini.bridge)
+    bridges: TrainConfig = TrainConfig(steps=200, batch_size=16, lr=2e-3, warmup_steps=10, log_every=10)
     ordinary_fraction: float = 0.25  # share of bridge-training rows that are ordinary chat with the anchor's answers
     ordinary_generated: int = 56  # ordinary prompts drawn from patterns, beside the 18 fixed training ones
     ordinary_new_tokens: int = 24

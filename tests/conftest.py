@@ -35,12 +35,16 @@ def make_pair(name: str):
 
 
 def randomise_bridges(model, std: float = 0.3, seed: int = 0):
-    """Give every bridge a non-zero output projection so that it changes the anchor."""
+    """Give every bridge a non-zero output projection so that it changes the anchor.
+
+    A bridge with ``normalize_inputs`` adds in units of the anchor state's RMS, which is small
+    in tiny random models (~0.02–0.2), so its weights get 10× the ``std``."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for bridge in model.bridges:
-            bridge.out.weight.normal_(0, std)
-            bridge.out.bias.normal_(0, std)
+            scale = 10 * std if bridge.normalize_inputs else std
+            bridge.out.weight.normal_(0, scale)
+            bridge.out.bias.normal_(0, scale)
     return model
 
 

@@ -292,9 +292,10 @@ def test_encoder_ablation_reads_only_the_prompt():
 
 
 @torch.no_grad()
-def test_normalized_inputs_make_bridge_attention_independent_of_hidden_state_scale():
+def test_normalized_bridges_are_scale_equivariant():
     """Real models' hidden states are large; with normalize_inputs a bridge attends the same
-    whatever their scale (without it, scaling sharpens the attention)."""
+    whatever their scale and adds in proportion to the anchor state (without it, scaling
+    sharpens the attention and the output ignores the anchor state's scale)."""
     from calm_mini import Bridge
 
     torch.manual_seed(0)
@@ -302,9 +303,30 @@ def test_normalized_inputs_make_bridge_attention_independent_of_hidden_state_sca
     mask = torch.ones(2, 5, 7, dtype=torch.bool)
     for normalize, same in ((True, True), (False, False)):
         bridge = Bridge(16, 32, 4, normalize_inputs=normalize)
-        _, small = bridge(h_b, *bridge.keys_values(h_a), mask, need_weights=True)
-        _, large = bridge(300 * h_b, *bridge.keys_values(300 * h_a), mask, need_weights=True)
+        torch.nn.init.normal_(bridge.out.weight)
+        delta, small = bridge(h_b, *bridge.keys_values(h_a), mask, need_weights=True)
+        delta_large, large = bridge(300 * h_b, *bridge.keys_values(300 * h_a), mask, need_weights=True)
         assert torch.allclose(small, large, atol=1e-5) == same
+        assert torch.allclose(delta_large, 300 * delta, rtol=1e-4, atol=1e-3) == same
+        scaled, _ = bridge(7 * h_b, *bridge.keys_values(h_a), mask)  # only the anchor state grows
+        assert torch.allclose(scaled, 7 * delta, rtol=1e-4, atol=1e-4) == same
+
+
+def test_normalized_bridges_train_without_gradients_through_the_scale():
+    """The anchor state's RMS multiplies a normalised bridge's output as a constant: the
+    gradient reaching the anchor state is the same as without the factor's own derivative."""
+    from calm_mini import Bridge
+
+    torch.manual_seed(0)
+    bridge = Bridge(16, 32, 4, normalize_inputs=True)
+    torch.nn.init.normal_(bridge.out.weight)
+    h_b = torch.randn(1, 3, 32)
+    h_b[:, 0] = 0  # a state of RMS 0, as a padding position's can be
+    h_b.requires_grad_()
+    mask = torch.ones(1, 3, 4, dtype=torch.bool)
+    delta, _ = bridge(h_b, *bridge.keys_values(torch.randn(1, 4, 16)), mask)
+    delta.sum().backward()
+    assert torch.isfinite(h_b.grad).all() and h_b.grad.abs().sum() > 0
 
 
 def test_normalize_inputs_is_saved_and_loaded(tmp_path, ids):
