@@ -276,6 +276,11 @@ class ComposedModel(nn.Module):
         """The only trainable parameters: those of the bridges."""
         return self.bridges.parameters()
 
+    @property
+    def lowest_bridged_layer(self) -> int:
+        """The lowest anchor layer a bridge is added after (``-1``: the embeddings)."""
+        return min(s.anchor_layer for s in self.specs)
+
     def num_bridge_parameters(self) -> int:
         return sum(p.numel() for p in self.bridges.parameters())
 
@@ -432,7 +437,7 @@ class ComposedModel(nn.Module):
                 handles.append(self._anchor_layers[j].register_forward_hook(self._add_bridges(j)))
         checkpointed = []
         if self._checkpointing and self.training and torch.is_grad_enabled():
-            checkpointed = list(self._anchor_layers)[min(s.anchor_layer for s in self.specs) + 1 :]
+            checkpointed = list(self._anchor_layers)[self.lowest_bridged_layer + 1 :]
         for layer in checkpointed:  # the bridge hooks stay outside the recomputed region
             layer.forward = functools.partial(checkpoint, layer.forward, use_reentrant=False)
         try:
@@ -700,7 +705,8 @@ def compose(
 
         return CrossTokenizerModel(
             anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias, bridge_dtype,
-            normalize_inputs=normalize_inputs, anchor_tokenizer=anchor_tokenizer, augmenting_tokenizer=augmenting_tokenizer, check_text=check_text,
+            normalize_inputs=normalize_inputs, anchor_tokenizer=anchor_tokenizer,
+            augmenting_tokenizer=augmenting_tokenizer, check_text=check_text,
         )
     return ComposedModel(
         anchor, augmenting, layer_maps, num_heads, anchor_layers_path, paths, recency_bias, bridge_dtype,

@@ -143,6 +143,19 @@ def encode_corpus(corpus: Dataset, tokenizer: PreTrainedTokenizerBase) -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def labelled_loss(hidden: torch.Tensor, labels: torch.Tensor, output_layer: nn.Module) -> CausalLMOutput:
+    """Next-token cross-entropy with the output layer run only where it predicts a label.
+
+    Args:
+        hidden: final states (B, T, D); labels: (B, T), -100 where nothing is predicted.
+    Returns: an output whose ``.loss`` is the mean over labelled tokens.
+    """
+    targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
+    chosen = targets != -100
+    logits = output_layer(hidden[:, :-1][chosen]).float()  # (N, V)
+    return CausalLMOutput(loss=F.cross_entropy(logits, targets[chosen]))
+
+
 class TargetsOnlyLoss(nn.Module):
     """Wraps a causal LM for training: the output layer (49152 words wide) runs only at the
     positions that predict a label, not at every position.
@@ -159,10 +172,7 @@ class TargetsOnlyLoss(nn.Module):
         width = int(attention_mask.sum(-1).max())  # right padding: drop the columns no row uses
         input_ids, attention_mask, labels = input_ids[:, :width], attention_mask[:, :width], labels[:, :width]
         hidden = self.model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
-        targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
-        chosen = targets != -100
-        logits = self.model.lm_head(hidden[:, :-1][chosen])  # (N, V)
-        return CausalLMOutput(loss=F.cross_entropy(logits, targets[chosen]))
+        return labelled_loss(hidden, labels, self.model.lm_head)
 
 
 def new_augmenting(anchor: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: AugmentingConfig) -> LlamaForCausalLM:
@@ -324,20 +334,16 @@ def anchor_features(anchor: PreTrainedModel, data: dict[str, torch.Tensor], laye
 
 class CachedAnswerWindow(nn.Module):
     """:class:`AnswerWindow` made cheap, with the same loss and gradients: the anchor's layers
-    below ``start`` are replaced by their cached output (``features`` from
-    :func:`anchor_features`), so a step runs only the anchor layers from ``start`` up, the
+    below ``start`` (the lowest bridged layer) are replaced by their cached output (``features``
+    from :func:`anchor_features`), so a step runs only the anchor layers from ``start`` up, the
     augmenting model and the bridges; and the output layer (49152 words wide) runs only at the
-    positions that predict a label, as in :class:`TargetsOnlyLoss`.
+    positions that predict a label (:func:`labelled_loss`).
     """
 
-    def __init__(self, model: ComposedModel, start: int):
-        lowest = max(0, min(s.anchor_layer for s in model.specs))  # a bridge into the embeddings reads layer 0's input
-        if not 0 <= start <= lowest:
-            raise ValueError(f"Features cached at anchor layer {start} skip the bridge into layer {lowest}: "
-                             f"cache at a layer from 0 to {lowest}.")
+    def __init__(self, model: ComposedModel):
         super().__init__()
         self.model = model
-        self.start = start
+        self.start = max(0, model.lowest_bridged_layer)  # a bridge into the embeddings reads layer 0's input
 
     def forward(self, input_ids, attention_mask, labels, features) -> CausalLMOutput:
         width = int(attention_mask.sum(-1).max())  # left padding: drop the columns no row uses
@@ -345,10 +351,7 @@ class CachedAnswerWindow(nn.Module):
         with anchor_stack(anchor, self.start, inputs=features[:, -width:], head=False):
             hidden = self.model(input_ids[:, -width:], attention_mask=attention_mask[:, -width:],
                                 logits_to_keep=labels.shape[1]).logits  # (B, W, D): states, not logits
-        targets = labels[:, 1:]  # (B, W-1): position t predicts token t+1
-        chosen = targets != -100
-        logits = anchor.lm_head(hidden[:, :-1][chosen]).float()  # (N, V)
-        return CausalLMOutput(loss=F.cross_entropy(logits, targets[chosen]))
+        return labelled_loss(hidden, labels, anchor.lm_head)
 
 
 def bridge_data(world: World, tokenizer: PreTrainedTokenizerBase, anchor: PreTrainedModel, cfg: FactsConfig,
@@ -467,9 +470,8 @@ def bridge_trainer(model: ComposedModel, data: dict[str, torch.Tensor], cfg: Fac
     (computed once here) and each step runs only the anchor layers from there up."""
     if not cfg.feature_cache:
         return AnswerWindow(model), data
-    start = max(0, min(s.anchor_layer for s in model.specs))
-    features = anchor_features(model.anchor, data, start, cfg.eval_batch_size)
-    return CachedAnswerWindow(model, start), {**data, "features": features}
+    window = CachedAnswerWindow(model)
+    return window, {**data, "features": anchor_features(model.anchor, data, window.start, cfg.eval_batch_size)}
 
 
 def chat_table(models: dict[str, nn.Module], tokenizer: PreTrainedTokenizerBase, questions: Dataset,
