@@ -54,6 +54,7 @@ from .train import TrainConfig, train
 
 CACHE_VERSION = 1  # bump when training code changes what a cached augmenting model would be
 SETTINGS = ("classroom", "full")
+VALUE_TARGETS = ("augmenting", "labels")
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,12 @@ class FactsConfig:
     eval_batch_size: int = 32
     threads: int | None = None  # torch threads for the run; None leaves the current setting
     feature_cache: bool = True  # compute the anchor's states below the lowest bridge once, not at every step
+    value_targets: str = "augmenting"  # value tokens learn m_A's distribution ("augmenting") or the true value ("labels")
+    target_top_k: int = 64  # words kept of m_A's distribution per value token
 
     def __post_init__(self) -> None:
+        if self.value_targets not in VALUE_TARGETS:
+            raise ValueError(f"value_targets={self.value_targets!r}: choose one of {', '.join(VALUE_TARGETS)}.")
         if not 0 <= self.ordinary_fraction < 1:
             raise ValueError(f"ordinary_fraction={self.ordinary_fraction}: the share of ordinary chat rows must be in "
                              f"[0, 1) (some rows must be questions about people), e.g. 0.25.")
@@ -143,17 +148,27 @@ def encode_corpus(corpus: Dataset, tokenizer: PreTrainedTokenizerBase) -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def labelled_loss(hidden: torch.Tensor, labels: torch.Tensor, output_layer: nn.Module) -> CausalLMOutput:
+def labelled_loss(hidden: torch.Tensor, labels: torch.Tensor, output_layer: nn.Module,
+                  target_ids: torch.Tensor | None = None, target_probs: torch.Tensor | None = None) -> CausalLMOutput:
     """Next-token cross-entropy with the output layer run only where it predicts a label.
 
     Args:
-        hidden: final states (B, T, D); labels: (B, T), -100 where nothing is predicted.
+        hidden: final states (B, T, D) (or logits (B, T, V) with ``output_layer=nn.Identity()``).
+        labels: (B, T), -100 where nothing is predicted.
+        target_ids, target_probs: optional soft targets (B, T, K), aligned with ``labels``: where
+            ``target_probs[b, t]`` is not all zero, token t is scored against that distribution
+            over the words ``target_ids[b, t]`` instead of against ``labels[b, t]``.
     Returns: an output whose ``.loss`` is the mean over labelled tokens.
     """
     targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
     chosen = targets != -100
-    logits = output_layer(hidden[:, :-1][chosen]).float()  # (N, V)
-    return CausalLMOutput(loss=F.cross_entropy(logits, targets[chosen]))
+    log_probs = output_layer(hidden[:, :-1][chosen]).float().log_softmax(-1)  # (N, V)
+    loss = -log_probs.gather(-1, targets[chosen][:, None])[:, 0]  # (N,)
+    if target_probs is not None:
+        probs = target_probs[:, 1:][chosen]  # (N, K)
+        soft = -(probs * log_probs.gather(-1, target_ids[:, 1:][chosen])).sum(-1)
+        loss = torch.where(probs.sum(-1) > 0, soft, loss)
+    return CausalLMOutput(loss=loss.mean())
 
 
 class TargetsOnlyLoss(nn.Module):
@@ -249,16 +264,21 @@ def encode_chat(prompts: list[str], answers: list[str], tokenizer: PreTrainedTok
 
 class AnswerWindow(nn.Module):
     """Trains a composed model on left-padded answers: the anchor's output layer runs over the
-    last ``labels.shape[1]`` positions only (``logits_to_keep``), where the answers are."""
+    last ``labels.shape[1]`` positions only (``logits_to_keep``), where the answers are.
+
+    ``forward(input_ids, attention_mask (B, T), labels (B, W), target_ids=None, target_probs=None)``;
+    the optional soft targets (B, W, K) are those of :func:`labelled_loss`.
+    """
 
     def __init__(self, model: ComposedModel):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, labels):
+    def forward(self, input_ids, attention_mask, labels, target_ids=None, target_probs=None) -> CausalLMOutput:
         width = int(attention_mask.sum(-1).max())  # left padding: drop the columns no row uses
-        input_ids, attention_mask = input_ids[:, -width:], attention_mask[:, -width:]
-        return self.model(input_ids, attention_mask=attention_mask, labels=labels, logits_to_keep=labels.shape[1])
+        logits = self.model(input_ids[:, -width:], attention_mask=attention_mask[:, -width:],
+                            logits_to_keep=labels.shape[1]).logits  # (B, W, V)
+        return labelled_loss(logits, labels, nn.Identity(), target_ids, target_probs)
 
 
 @contextlib.contextmanager
@@ -345,13 +365,14 @@ class CachedAnswerWindow(nn.Module):
         self.model = model
         self.start = max(0, model.lowest_bridged_layer)  # a bridge into the embeddings reads layer 0's input
 
-    def forward(self, input_ids, attention_mask, labels, features) -> CausalLMOutput:
+    def forward(self, input_ids, attention_mask, labels, features, target_ids=None, target_probs=None
+                ) -> CausalLMOutput:
         width = int(attention_mask.sum(-1).max())  # left padding: drop the columns no row uses
         anchor = self.model.anchor
         with anchor_stack(anchor, self.start, inputs=features[:, -width:], head=False):
             hidden = self.model(input_ids[:, -width:], attention_mask=attention_mask[:, -width:],
                                 logits_to_keep=labels.shape[1]).logits  # (B, W, D): states, not logits
-        return labelled_loss(hidden, labels, anchor.lm_head)
+        return labelled_loss(hidden, labels, anchor.lm_head, target_ids, target_probs)
 
 
 def bridge_data(world: World, tokenizer: PreTrainedTokenizerBase, anchor: PreTrainedModel, cfg: FactsConfig,
@@ -359,7 +380,9 @@ def bridge_data(world: World, tokenizer: PreTrainedTokenizerBase, anchor: PreTra
     """The composition set D_C: chat questions about ``split``'s people, mixed with ordinary chat
     prompts answered by the anchor itself (so that the bridges learn to leave those alone).
 
-    Returns (encoded rows, the anchor's answers to the ordinary prompts).
+    Returns (encoded rows, the anchor's answers to the ordinary prompts). The rows are those of
+    :func:`encode_chat` plus ``value`` (N, W), aligned with ``labels``: True at the tokens of
+    the value (`` Tavrik.``), which is what only m_A can know.
     """
     questions = chat_splits(world, tokenizer)[split]
     prompts, answers = list(questions["prompt"]), list(questions["answer"])
@@ -373,7 +396,17 @@ def bridge_data(world: World, tokenizer: PreTrainedTokenizerBase, anchor: PreTra
         prompts.append(ordinary[k % len(own)])
         answers.append(tokenizer.decode(tokens[: tokens.index(tokenizer.eos_token_id)] if finished else tokens))
         ended.append(finished)
-    return encode_chat(prompts, answers, tokenizer, ended), [tokenizer.decode(t, skip_special_tokens=True) for t in own]
+    data = encode_chat(prompts, answers, tokenizer, ended)
+    value = torch.zeros_like(data["labels"], dtype=torch.bool)
+    width = value.shape[1]
+    for i, (answer, prefix) in enumerate(zip(questions["answer"], questions["prefix"])):
+        answer_ids, prefix_ids = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (answer, prefix))
+        if answer_ids[: len(prefix_ids)] != prefix_ids:
+            raise ValueError(f"The tokenizer merges the answer's prefix {prefix!r} with its value in {answer!r}; "
+                             f"the value tokens cannot be told apart. Use a tokenizer that splits at spaces.")
+        value[i, width - 1 - (len(answer_ids) - len(prefix_ids)): width - 1] = True  # the last label is the end token
+    own_answers = [tokenizer.decode(t, skip_special_tokens=True) for t in own]
+    return {**data, "value": value}, own_answers
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -463,11 +496,51 @@ def compose_facts(anchor: PreTrainedModel, augmenting: PreTrainedModel, cfg: Fac
                    normalize_inputs=cfg.normalize_inputs)
 
 
+@torch.no_grad()
+def augmenting_targets(augmenting: PreTrainedModel, data: dict[str, torch.Tensor], value: torch.Tensor,
+                       top_k: int = 64, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """m_A's own next-token distribution at the value tokens: the soft targets that teach the
+    bridges to say what m_A says rather than to learn the train people's facts themselves.
+
+    Args:
+        augmenting: m_A (same tokenizer as the anchor).
+        data: left-padded ``input_ids``, ``attention_mask`` (N, T) and ``labels`` (N, W).
+        value: (N, W) bool, aligned with ``labels``: the tokens to give soft targets.
+    Returns: ``target_ids`` (N, W, K) and ``target_probs`` (N, W, K), aligned with ``labels``:
+        at a value token, m_A's K most likely words for it (predicted from the position before)
+        and their probabilities renormalised to sum to 1; zeros elsewhere. K = ``top_k``.
+    """
+    ids, mask = data["input_ids"], data["attention_mask"]
+    n, width = value.shape
+    top_k = min(top_k, augmenting.config.vocab_size)
+    target_ids = torch.zeros(n, width, top_k, dtype=torch.long)
+    target_probs = torch.zeros(n, width, top_k)
+    for rows in torch.arange(n).split(batch_size):
+        batch_mask = mask[rows]
+        logits = augmenting(ids[rows], attention_mask=batch_mask, position_ids=positions_from_mask(batch_mask, 0, batch_mask.shape[1], ids.device),
+                            logits_to_keep=width).logits  # (b, W, V): position t predicts label t+1
+        best = logits[:, :-1].float().softmax(-1).topk(top_k, dim=-1)
+        scored = value[rows, 1:, None]
+        target_ids[rows, 1:] = best.indices * scored
+        target_probs[rows, 1:] = best.values / best.values.sum(-1, keepdim=True) * scored
+    return {"target_ids": target_ids, "target_probs": target_probs}
+
+
 def bridge_trainer(model: ComposedModel, data: dict[str, torch.Tensor], cfg: FactsConfig
                    ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """What :func:`calm_mini.train.train` trains the bridges through, and its data: with
-    ``cfg.feature_cache`` the anchor's states entering the lowest bridged layer join the data
-    (computed once here) and each step runs only the anchor layers from there up."""
+    """What :func:`calm_mini.train.train` trains the bridges through, and its data (rows of
+    :func:`bridge_data`). With ``cfg.value_targets == "augmenting"`` the value tokens get m_A's
+    distribution as their target (:func:`augmenting_targets`); with ``cfg.feature_cache`` the
+    anchor's states entering the lowest bridged layer join the data (computed once here) and
+    each step runs only the anchor layers from there up."""
+    data = dict(data)
+    value = data.pop("value", None)
+    if cfg.value_targets == "augmenting":
+        if value is None:
+            raise ValueError("value_targets='augmenting' needs the rows' 'value' mask (bridge_data adds it), "
+                             "or set FactsConfig(value_targets='labels').")
+        (augmenting,) = model.augmenting
+        data.update(augmenting_targets(augmenting, data, value, cfg.target_top_k, cfg.eval_batch_size))
     if not cfg.feature_cache:
         return AnswerWindow(model), data
     window = CachedAnswerWindow(model)

@@ -27,6 +27,7 @@ from calm_mini.facts import (
     AugmentingConfig,
     FactsConfig,
     TargetsOnlyLoss,
+    augmenting_targets,
     bridge_data,
     bridge_trainer,
     compose_facts,
@@ -181,6 +182,8 @@ def test_cached_anchor_features_give_the_same_loss_and_gradients(tokenizer):
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                              tokenize=False) for q in questions]
     data = encode_chat(prompts, ["Yes.", "Far to the north.", "Nobody at all, I think."], tokenizer)
+    value = torch.zeros_like(data["labels"], dtype=torch.bool)
+    value[:2, -3:-1] = True  # soft targets from m_A on two tokens of two rows
     anchor = tiny("llama", hidden_size=32, num_layers=5, vocab_size=len(tokenizer))
     augmenting = tiny("llama", hidden_size=16, num_layers=2, vocab_size=len(tokenizer), seed=1)
     cfg = FactsConfig(layers=((0, 2), (1, 3)), eval_batch_size=2)  # feature batches of two widths
@@ -189,16 +192,64 @@ def test_cached_anchor_features_give_the_same_loss_and_gradients(tokenizer):
     with torch.no_grad():  # bridges start as the identity (zero output layer): make every gradient non-zero
         for p in model.bridge_parameters():
             p.normal_(0, 0.3)
-    window, cached = bridge_trainer(model, data, cfg)
+    window, cached = bridge_trainer(model, {**data, "value": value}, cfg)
     assert window.start == 2 and cached["features"].shape == (3, data["input_ids"].shape[1], 32)
+    plain_data = {k: v for k, v in cached.items() if k != "features"}
     for rows in ([0, 1, 2], [0, 2]):  # [0, 2]: a batch narrower than the padded width
-        plain = _loss_and_bridge_grads(AnswerWindow(model), model, {k: v[rows] for k, v in data.items()})
+        plain = _loss_and_bridge_grads(AnswerWindow(model), model, {k: v[rows] for k, v in plain_data.items()})
         fast = _loss_and_bridge_grads(window, model, {k: v[rows] for k, v in cached.items()})
         assert torch.allclose(fast[0], plain[0], atol=1e-5)
         assert all(g.abs().sum() > 0 for g in plain[1])
         assert all(torch.allclose(f, g, atol=1e-5) for f, g in zip(fast[1], plain[1]))
     assert len(anchor.model.layers) == 5 and not anchor.model.embed_tokens._forward_hooks  # restored
     assert isinstance(anchor.lm_head, torch.nn.Linear)
+    with pytest.raises(ValueError, match="value_targets='labels'"):
+        bridge_trainer(model, data, cfg)  # no value mask
+    with pytest.raises(ValueError, match="value_targets"):
+        FactsConfig(value_targets="teacher")
+
+
+def test_value_tokens_are_marked_on_question_rows_only(tokenizer):
+    world = make_world(SMALL, tokenizer)
+    anchor = tiny("llama", hidden_size=32, num_layers=2, vocab_size=len(tokenizer))
+    data, _ = bridge_data(world, tokenizer, anchor, FactsConfig(world=SMALL, ordinary_new_tokens=3))
+    questions = chat_splits(world, tokenizer)["train"]
+    assert data["value"].shape == data["labels"].shape
+    for i, value in enumerate(questions["value"]):
+        assert tokenizer.decode(data["labels"][i][data["value"][i]]) == f" {value}."
+    assert data["value"][len(questions):].sum() == 0 and data["value"][: len(questions)].all(-1).sum() == 0
+
+
+def test_value_tokens_learn_the_augmenting_models_distribution(tokenizer):
+    """The window's loss equals, by hand from the full logits: cross-entropy against m_A's whole
+    softmax at the value tokens (top_k = the vocabulary), against the label elsewhere."""
+    world = make_world(SMALL, tokenizer)
+    anchor = tiny("llama", hidden_size=32, num_layers=3, vocab_size=len(tokenizer))
+    augmenting = tiny("llama", hidden_size=16, num_layers=2, vocab_size=len(tokenizer), seed=1)
+    with torch.no_grad():  # confident models: m_A's targets then differ from the labels, and by position
+        augmenting.lm_head.weight.mul_(50)
+        anchor.lm_head.weight.mul_(50)
+    cfg = FactsConfig(world=SMALL, layers=((1, 2),), ordinary_new_tokens=3, target_top_k=len(tokenizer),
+                      feature_cache=False)
+    data, _ = bridge_data(world, tokenizer, anchor, cfg)
+    data = {k: v[[0, 1, 2, -1]] for k, v in data.items()}  # three questions and an ordinary row
+    model = compose_facts(anchor, augmenting, cfg)
+    window, batch = bridge_trainer(model, data, cfg)
+    assert torch.allclose(batch["target_probs"].sum(-1), data["value"].float(), atol=1e-5)
+    with torch.no_grad():
+        mask = data["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        width = data["labels"].shape[1]
+        log_q = model(data["input_ids"], attention_mask=mask).logits[:, -width:-1].log_softmax(-1)
+        p_aug = augmenting(data["input_ids"], attention_mask=mask, position_ids=positions).logits[:, -width:-1].softmax(-1)
+        labels, value = data["labels"][:, 1:], data["value"][:, 1:]
+        hard = -log_q.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        soft = -(p_aug * log_q).sum(-1)
+        expected = torch.where(value, soft, hard)[labels != -100].mean()
+        assert torch.allclose(window(**batch).loss, expected, atol=1e-4)
+        assert not torch.allclose(hard[labels != -100].mean(), expected, atol=1e-2)  # the targets do change it
+        shifted = -(p_aug.roll(1, dims=1) * log_q).sum(-1)  # m_A's distribution one position off
+        assert not torch.allclose(torch.where(value, shifted, hard)[labels != -100].mean(), expected, atol=1e-2)
 
 
 def _smoke_config(world: WorldConfig, layers) -> FactsConfig:
