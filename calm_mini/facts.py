@@ -54,7 +54,6 @@ from .train import TrainConfig, train
 
 CACHE_VERSION = 1  # bump when training code changes what a cached augmenting model would be
 SETTINGS = ("classroom", "full")
-VALUE_TARGETS = ("augmenting", "labels")
 
 
 @dataclass(frozen=True)
@@ -95,11 +94,13 @@ class FactsConfig:
     threads: int | None = None  # torch threads for the run; None leaves the current setting
     feature_cache: bool = True  # compute the anchor's states below the lowest bridge once, not at every step
     value_targets: str = "augmenting"  # value tokens learn m_A's distribution ("augmenting") or the true value ("labels")
-    target_top_k: int = 64  # words kept of m_A's distribution per value token
+    ordinary_targets: str = "anchor"  # ordinary answers learn the anchor's distribution ("anchor") or its tokens ("labels")
+    target_top_k: int = 64  # words kept of a soft target's distribution
 
     def __post_init__(self) -> None:
-        if self.value_targets not in VALUE_TARGETS:
-            raise ValueError(f"value_targets={self.value_targets!r}: choose one of {', '.join(VALUE_TARGETS)}.")
+        for name, allowed in (("value_targets", ("augmenting", "labels")), ("ordinary_targets", ("anchor", "labels"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}.")
         if not 0 <= self.ordinary_fraction < 1:
             raise ValueError(f"ordinary_fraction={self.ordinary_fraction}: the share of ordinary chat rows must be in "
                              f"[0, 1) (some rows must be questions about people), e.g. 0.25.")
@@ -381,8 +382,9 @@ def bridge_data(world: World, tokenizer: PreTrainedTokenizerBase, anchor: PreTra
     prompts answered by the anchor itself (so that the bridges learn to leave those alone).
 
     Returns (encoded rows, the anchor's answers to the ordinary prompts). The rows are those of
-    :func:`encode_chat` plus ``value`` (N, W), aligned with ``labels``: True at the tokens of
-    the value (`` Tavrik.``), which is what only m_A can know.
+    :func:`encode_chat` plus two (N, W) masks aligned with ``labels``: ``value``, True at the
+    tokens of the value (`` Tavrik.``), which only m_A can know; ``ordinary``, True at the
+    anchor's own answer tokens (and end token) of the ordinary rows.
     """
     questions = chat_splits(world, tokenizer)[split]
     prompts, answers = list(questions["prompt"]), list(questions["answer"])
@@ -405,8 +407,10 @@ def bridge_data(world: World, tokenizer: PreTrainedTokenizerBase, anchor: PreTra
             raise ValueError(f"The tokenizer merges the answer's prefix {prefix!r} with its value in {answer!r}; "
                              f"the value tokens cannot be told apart. Use a tokenizer that splits at spaces.")
         value[i, width - 1 - (len(answer_ids) - len(prefix_ids)): width - 1] = True  # the last label is the end token
+    ordinary = torch.zeros_like(value)
+    ordinary[len(questions):] = data["labels"][len(questions):] != -100
     own_answers = [tokenizer.decode(t, skip_special_tokens=True) for t in own]
-    return {**data, "value": value}, own_answers
+    return {**data, "value": value, "ordinary": ordinary}, own_answers
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -497,32 +501,35 @@ def compose_facts(anchor: PreTrainedModel, augmenting: PreTrainedModel, cfg: Fac
 
 
 @torch.no_grad()
-def augmenting_targets(augmenting: PreTrainedModel, data: dict[str, torch.Tensor], value: torch.Tensor,
-                       top_k: int = 64, batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """m_A's own next-token distribution at the value tokens: the soft targets that teach the
-    bridges to say what m_A says rather than to learn the train people's facts themselves.
+def soft_targets(model: nn.Module, data: dict[str, torch.Tensor], where: torch.Tensor, top_k: int = 64,
+                 batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """``model``'s own next-token distribution at the tokens ``where``: soft targets for
+    :func:`labelled_loss`. m_A's at the value tokens teach the bridges to say what m_A says,
+    rather than to learn the train people's facts themselves; the anchor's at its own ordinary
+    answers teach them to leave those alone.
 
     Args:
-        augmenting: m_A (same tokenizer as the anchor).
+        model: a causal LM with the anchor's tokenizer (m_A, or the anchor without bridges).
         data: left-padded ``input_ids``, ``attention_mask`` (N, T) and ``labels`` (N, W).
-        value: (N, W) bool, aligned with ``labels``: the tokens to give soft targets.
+        where: (N, W) bool, aligned with ``labels``: the tokens to give soft targets.
     Returns: ``target_ids`` (N, W, K) and ``target_probs`` (N, W, K), aligned with ``labels``:
-        at a value token, m_A's K most likely words for it (predicted from the position before)
-        and their probabilities renormalised to sum to 1; zeros elsewhere. K = ``top_k``.
+        at a chosen token, the model's K most likely words for it (predicted from the position
+        before) and their probabilities renormalised to sum to 1; zeros elsewhere. K = ``top_k``.
     """
     ids, mask = data["input_ids"], data["attention_mask"]
-    n, width = value.shape
-    top_k = min(top_k, augmenting.config.vocab_size)
+    n, width = where.shape
+    top_k = min(top_k, model.config.vocab_size)
     target_ids = torch.zeros(n, width, top_k, dtype=torch.long)
     target_probs = torch.zeros(n, width, top_k)
-    for rows in torch.arange(n).split(batch_size):
+    for rows in torch.arange(n)[where.any(-1)].split(batch_size):
         batch_mask = mask[rows]
-        logits = augmenting(ids[rows], attention_mask=batch_mask, position_ids=positions_from_mask(batch_mask, 0, batch_mask.shape[1], ids.device),
-                            logits_to_keep=width).logits  # (b, W, V): position t predicts label t+1
+        logits = model(ids[rows], attention_mask=batch_mask, logits_to_keep=width,
+                       position_ids=positions_from_mask(batch_mask, 0, batch_mask.shape[1], ids.device)
+                       ).logits  # (b, W, V): position t predicts label t+1
         best = logits[:, :-1].float().softmax(-1).topk(top_k, dim=-1)
-        scored = value[rows, 1:, None]
-        target_ids[rows, 1:] = best.indices * scored
-        target_probs[rows, 1:] = best.values / best.values.sum(-1, keepdim=True) * scored
+        chosen = where[rows, 1:, None]
+        target_ids[rows, 1:] = best.indices * chosen
+        target_probs[rows, 1:] = best.values / best.values.sum(-1, keepdim=True) * chosen
     return {"target_ids": target_ids, "target_probs": target_probs}
 
 
@@ -530,17 +537,23 @@ def bridge_trainer(model: ComposedModel, data: dict[str, torch.Tensor], cfg: Fac
                    ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """What :func:`calm_mini.train.train` trains the bridges through, and its data (rows of
     :func:`bridge_data`). With ``cfg.value_targets == "augmenting"`` the value tokens get m_A's
-    distribution as their target (:func:`augmenting_targets`); with ``cfg.feature_cache`` the
+    distribution as their target, with ``cfg.ordinary_targets == "anchor"`` the ordinary answers
+    get the anchor's own (:func:`soft_targets`); with ``cfg.feature_cache`` the
     anchor's states entering the lowest bridged layer join the data (computed once here) and
     each step runs only the anchor layers from there up."""
     data = dict(data)
-    value = data.pop("value", None)
-    if cfg.value_targets == "augmenting":
-        if value is None:
-            raise ValueError("value_targets='augmenting' needs the rows' 'value' mask (bridge_data adds it), "
-                             "or set FactsConfig(value_targets='labels').")
-        (augmenting,) = model.augmenting
-        data.update(augmenting_targets(augmenting, data, value, cfg.target_top_k, cfg.eval_batch_size))
+    masks = {name: data.pop(name, None) for name in ("value", "ordinary")}
+    teachers = {"value": model.augmenting[0] if cfg.value_targets == "augmenting" else None,
+                "ordinary": model.anchor if cfg.ordinary_targets == "anchor" else None}
+    for name, teacher in teachers.items():
+        if teacher is None:
+            continue
+        if masks[name] is None:
+            raise ValueError(f"Soft targets need the rows' {name!r} mask (bridge_data adds it), or set "
+                             f"FactsConfig({name}_targets='labels').")
+        targets = soft_targets(teacher, data, masks[name], cfg.target_top_k, cfg.eval_batch_size)
+        for key, tensor in targets.items():
+            data[key] = data[key] + tensor if key in data else tensor  # the two masks never overlap
     if not cfg.feature_cache:
         return AnswerWindow(model), data
     window = CachedAnswerWindow(model)

@@ -27,7 +27,6 @@ from calm_mini.facts import (
     AugmentingConfig,
     FactsConfig,
     TargetsOnlyLoss,
-    augmenting_targets,
     bridge_data,
     bridge_trainer,
     compose_facts,
@@ -184,6 +183,8 @@ def test_cached_anchor_features_give_the_same_loss_and_gradients(tokenizer):
     data = encode_chat(prompts, ["Yes.", "Far to the north.", "Nobody at all, I think."], tokenizer)
     value = torch.zeros_like(data["labels"], dtype=torch.bool)
     value[:2, -3:-1] = True  # soft targets from m_A on two tokens of two rows
+    ordinary = torch.zeros_like(value)
+    ordinary[2] = data["labels"][2] != -100  # and from the anchor on the third row's answer
     anchor = tiny("llama", hidden_size=32, num_layers=5, vocab_size=len(tokenizer))
     augmenting = tiny("llama", hidden_size=16, num_layers=2, vocab_size=len(tokenizer), seed=1)
     cfg = FactsConfig(layers=((0, 2), (1, 3)), eval_batch_size=2)  # feature batches of two widths
@@ -192,7 +193,7 @@ def test_cached_anchor_features_give_the_same_loss_and_gradients(tokenizer):
     with torch.no_grad():  # bridges start as the identity (zero output layer): make every gradient non-zero
         for p in model.bridge_parameters():
             p.normal_(0, 0.3)
-    window, cached = bridge_trainer(model, {**data, "value": value}, cfg)
+    window, cached = bridge_trainer(model, {**data, "value": value, "ordinary": ordinary}, cfg)
     assert window.start == 2 and cached["features"].shape == (3, data["input_ids"].shape[1], 32)
     plain_data = {k: v for k, v in cached.items() if k != "features"}
     for rows in ([0, 1, 2], [0, 2]):  # [0, 2]: a batch narrower than the padded width
@@ -205,51 +206,67 @@ def test_cached_anchor_features_give_the_same_loss_and_gradients(tokenizer):
     assert isinstance(anchor.lm_head, torch.nn.Linear)
     with pytest.raises(ValueError, match="value_targets='labels'"):
         bridge_trainer(model, data, cfg)  # no value mask
+    with pytest.raises(ValueError, match="ordinary_targets='labels'"):
+        bridge_trainer(model, {**data, "value": value}, cfg)
     with pytest.raises(ValueError, match="value_targets"):
         FactsConfig(value_targets="teacher")
+    with pytest.raises(ValueError, match="ordinary_targets"):
+        FactsConfig(ordinary_targets="augmenting")
 
 
-def test_value_tokens_are_marked_on_question_rows_only(tokenizer):
+def test_value_and_ordinary_tokens_are_marked(tokenizer):
     world = make_world(SMALL, tokenizer)
     anchor = tiny("llama", hidden_size=32, num_layers=2, vocab_size=len(tokenizer))
     data, _ = bridge_data(world, tokenizer, anchor, FactsConfig(world=SMALL, ordinary_new_tokens=3))
     questions = chat_splits(world, tokenizer)["train"]
-    assert data["value"].shape == data["labels"].shape
+    n = len(questions)
+    assert data["value"].shape == data["ordinary"].shape == data["labels"].shape
     for i, value in enumerate(questions["value"]):
         assert tokenizer.decode(data["labels"][i][data["value"][i]]) == f" {value}."
-    assert data["value"][len(questions):].sum() == 0 and data["value"][: len(questions)].all(-1).sum() == 0
+    assert data["value"][n:].sum() == 0 and data["value"][:n].all(-1).sum() == 0
+    assert data["ordinary"][:n].sum() == 0 and torch.equal(data["ordinary"][n:], data["labels"][n:] != -100)
 
 
-def test_value_tokens_learn_the_augmenting_models_distribution(tokenizer):
+def test_soft_targets_are_m_As_distribution_at_values_and_the_anchors_on_ordinary_answers(tokenizer):
     """The window's loss equals, by hand from the full logits: cross-entropy against m_A's whole
-    softmax at the value tokens (top_k = the vocabulary), against the label elsewhere."""
+    softmax at the value tokens and against the anchor's at ordinary answers (top_k = the
+    vocabulary), against the label elsewhere."""
     world = make_world(SMALL, tokenizer)
     anchor = tiny("llama", hidden_size=32, num_layers=3, vocab_size=len(tokenizer))
     augmenting = tiny("llama", hidden_size=16, num_layers=2, vocab_size=len(tokenizer), seed=1)
-    with torch.no_grad():  # confident models: m_A's targets then differ from the labels, and by position
+    with torch.no_grad():  # confident models: their targets then differ from the labels, and by position
         augmenting.lm_head.weight.mul_(50)
         anchor.lm_head.weight.mul_(50)
     cfg = FactsConfig(world=SMALL, layers=((1, 2),), ordinary_new_tokens=3, target_top_k=len(tokenizer),
                       feature_cache=False)
     data, _ = bridge_data(world, tokenizer, anchor, cfg)
-    data = {k: v[[0, 1, 2, -1]] for k, v in data.items()}  # three questions and an ordinary row
+    data = {k: v[[0, 1, 2, -2, -1]] for k, v in data.items()}  # three questions, two ordinary rows
     model = compose_facts(anchor, augmenting, cfg)
+    with torch.no_grad():  # bridges that change the anchor's output, so that it is not its own target
+        for p in model.bridge_parameters():
+            p.normal_(0, 0.3)
     window, batch = bridge_trainer(model, data, cfg)
-    assert torch.allclose(batch["target_probs"].sum(-1), data["value"].float(), atol=1e-5)
+    assert torch.allclose(batch["target_probs"].sum(-1), (data["value"] | data["ordinary"]).float(), atol=1e-5)
     with torch.no_grad():
         mask = data["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         width = data["labels"].shape[1]
         log_q = model(data["input_ids"], attention_mask=mask).logits[:, -width:-1].log_softmax(-1)
-        p_aug = augmenting(data["input_ids"], attention_mask=mask, position_ids=positions).logits[:, -width:-1].softmax(-1)
-        labels, value = data["labels"][:, 1:], data["value"][:, 1:]
+        p_aug, p_anchor = (m(data["input_ids"], attention_mask=mask, position_ids=positions).logits[:, -width:-1].softmax(-1)
+                           for m in (augmenting, anchor))
+        labels, value, ordinary = data["labels"][:, 1:], data["value"][:, 1:], data["ordinary"][:, 1:]
         hard = -log_q.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
-        soft = -(p_aug * log_q).sum(-1)
-        expected = torch.where(value, soft, hard)[labels != -100].mean()
+        labelled = labels != -100
+
+        def loss(p_value, p_ordinary):
+            soft = torch.where(value, -(p_value * log_q).sum(-1), -(p_ordinary * log_q).sum(-1))
+            return torch.where(value | ordinary, soft, hard)[labelled].mean()
+
+        expected = loss(p_aug, p_anchor)
         assert torch.allclose(window(**batch).loss, expected, atol=1e-4)
-        assert not torch.allclose(hard[labels != -100].mean(), expected, atol=1e-2)  # the targets do change it
-        shifted = -(p_aug.roll(1, dims=1) * log_q).sum(-1)  # m_A's distribution one position off
-        assert not torch.allclose(torch.where(value, shifted, hard)[labels != -100].mean(), expected, atol=1e-2)
+        assert not torch.allclose(hard[labelled].mean(), expected, atol=1e-2)  # the targets do change it
+        for wrong in (loss(p_aug.roll(1, dims=1), p_anchor), loss(p_aug, p_anchor.roll(1, dims=1))):  # one position off
+            assert not torch.allclose(wrong, expected, atol=1e-2)
 
 
 def _smoke_config(world: WorldConfig, layers) -> FactsConfig:
