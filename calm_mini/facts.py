@@ -12,7 +12,10 @@ The pieces, in the order of the data:
   embedding space means m_A's last hidden state already "speaks" the anchor's output vocabulary;
 * the composite: bridges from m_A's last layer into the anchor's upper layers, trained with
   :func:`calm_mini.train.train` on chat questions about the *train* people, plus ordinary chat
-  prompts with the anchor's own answers as targets (so ordinary answers stay). The frozen
+  prompts with the anchor's own answers (so ordinary answers stay). At the value tokens the
+  target is m_A's own next-token distribution, on the ordinary answers the anchor's
+  (:func:`soft_targets`): the bridges learn to pass on what m_A says, not to memorise the train
+  people's facts — which the true values alone reward. The frozen
   anchor's states entering the lowest bridged layer are computed once (*feature caching*,
   :func:`anchor_features`); a step runs only the anchor layers from there up, and the output
   layer only where there is a label (:class:`CachedAnswerWindow`) — same loss and gradients;
@@ -65,15 +68,16 @@ class AugmentingConfig:
     n_kv_heads: int = 3
     d_ff: int = 768
     anchor_embeddings: bool = True  # copy the anchor's token embeddings (tied output layer) and freeze them
-    steps: int = 250
+    steps: int = 500
     batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 20
+    bucket_by_length: bool = True  # batches of similar length: 1.7× faster on a CPU than padding to the longest
     seed: int = 0
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps,
-                           weight_decay=0.0, seed=self.seed, log_every=25)
+                           weight_decay=0.0, seed=self.seed, log_every=25, bucket_by_length=self.bucket_by_length)
 
 
 @dataclass(frozen=True)
@@ -83,10 +87,11 @@ class FactsConfig:
     setting: str = "classroom"
     world: WorldConfig = field(default_factory=WorldConfig.classroom)
     augmenting: AugmentingConfig = AugmentingConfig()
-    layers: tuple[tuple[int, int], ...] = ((1, 29),)  # (m_A layer, anchor layer), 0-based
+    layers: tuple[tuple[int, int], ...] = ((1, 27), (1, 29))  # (m_A layer, anchor layer), 0-based
     recency_bias: bool = True
     normalize_inputs: bool = True  # bridges in units of the states' RMS (see calm_mini.bridge)
-    bridges: TrainConfig = TrainConfig(steps=200, batch_size=16, lr=2e-3, warmup_steps=10, log_every=10)
+    bridges: TrainConfig = TrainConfig(steps=400, batch_size=16, lr=2e-3, warmup_steps=10, log_every=10)  # no
+    # length buckets: they split questions from ordinary rows (validation exact 32.5 % with them, 45.0 % without)
     ordinary_fraction: float = 0.25  # share of bridge-training rows that are ordinary chat with the anchor's answers
     ordinary_generated: int = 56  # ordinary prompts drawn from patterns, beside the 18 fixed training ones
     ordinary_new_tokens: int = 24
@@ -613,7 +618,8 @@ def run(cfg: FactsConfig, assets: str | Path | None = "assets", cache_dir: str |
     questions = chat_splits(world, tokenizer)
     table = chat_table({"anchor": anchor, "augmenting": augmenting, "composite": model}, tokenizer, questions[split],
                        cfg.eval_batch_size)
-    table["composite (train people)"] = chat_table({"c": model}, tokenizer, questions["train"], cfg.eval_batch_size)["c"]
+    seen = questions["train"].select(range(min(len(questions["train"]), len(questions[split]))))  # as many as scored
+    table["composite (train people)"] = chat_table({"c": model}, tokenizer, seen, cfg.eval_batch_size)["c"]
     shown = ordinary_prompts(tokenizer)["shown"]
     ordinary = compare_ordinary(anchor, model, tokenizer, shown, [q for q in ORDINARY_PROMPTS[-len(shown):]],
                                 cfg.ordinary_new_tokens, cfg.eval_batch_size)

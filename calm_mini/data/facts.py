@@ -110,11 +110,11 @@ class WorldConfig:
     The augmenting corpus has ``n_sequences`` sequences of ``facts_per_sequence`` facts.
     """
 
-    n_entities: int = 120
+    n_entities: int = 240
     n_validation: int = 20
     n_heldout: int = 40
     pool_size: int = 24
-    n_sequences: int = 6000
+    n_sequences: int = 12000
     facts_per_sequence: tuple[int, int] = (1, 3)
     seed: int = 0
 
@@ -132,7 +132,7 @@ class WorldConfig:
 
     @classmethod
     def classroom(cls, **overrides) -> WorldConfig:
-        """120 people × 4 facts: 60 train the bridges, 20 validate, 40 are held out."""
+        """240 people × 4 facts: 180 train the bridges, 20 validate, 40 are held out."""
         return replace(cls(), **overrides)
 
     @classmethod
