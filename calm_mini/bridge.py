@@ -28,8 +28,8 @@ on the scale of either model; and it multiplies its output by the RMS of the anc
 added to, so that W^O works in units of that state: the same W^O moves a state of norm 450 as
 much as one of norm 5 (without this, W^O must grow ~20×, the RMS of SmolLM2's upper states,
 before a bridge can overrule a confident anchor there; on the facts demo, :mod:`calm_mini.facts`,
-the training loss after 200 steps is 3.5× lower with it). The RMS is a constant for backward: with gradients
-through it, training turned NaN. Composite and anchor then scale together: multiply both
+the training loss after 200 steps is 3.5× lower with it). The RMS is a constant for backward:
+with gradients through it, training turned NaN. Composite and anchor then scale together: multiply both
 models' states by s and every bridge attends the same and adds s times as much. Off by default:
 the key-value and cross-tokenizer results were made without it.
 """

@@ -41,13 +41,13 @@ from transformers.modeling_outputs import CausalLMOutput
 from .basemodels import cached_model, default_cache_dir, settings_key
 from .compose import ComposedModel, compose, positions_from_mask
 from .data.facts import (
-    ORDINARY_PROMPTS,
     World,
     WorldConfig,
     augmenting_corpus,
     chat_splits,
     make_world,
     ordinary_prompts,
+    ordinary_questions,
     statements,
 )
 from .evaluate import generate_answers, left_pad
@@ -89,8 +89,9 @@ class FactsConfig:
     layers: tuple[tuple[int, int], ...] = ((1, 27), (1, 29))  # (m_A layer, anchor layer), 0-based
     recency_bias: bool = True
     normalize_inputs: bool = True  # bridges in units of the states' RMS (see calm_mini.bridge)
-    bridges: TrainConfig = TrainConfig(steps=400, batch_size=16, lr=2e-3, warmup_steps=10, log_every=10)  # no
-    # length buckets: they split questions from ordinary rows (validation exact 32.5 % with them, 45.0 % without)
+    # No length buckets for the bridges: they would split questions from ordinary rows (validation
+    # exact 32.5 % with them, 45.0 % without).
+    bridges: TrainConfig = TrainConfig(steps=400, batch_size=16, lr=2e-3, warmup_steps=10, log_every=10)
     ordinary_fraction: float = 0.25  # share of bridge-training rows that are ordinary chat with the anchor's answers
     ordinary_generated: int = 56  # ordinary prompts drawn from patterns, beside the 18 fixed training ones
     ordinary_new_tokens: int = 24
@@ -619,9 +620,8 @@ def run(cfg: FactsConfig, assets: str | Path | None = "assets", cache_dir: str |
                        cfg.eval_batch_size)
     seen = questions["train"].select(range(min(len(questions["train"]), len(questions[split]))))  # as many as scored
     table["composite (train people)"] = chat_table({"c": model}, tokenizer, seen, cfg.eval_batch_size)["c"]
-    shown = ordinary_prompts(tokenizer)["shown"]
-    ordinary = compare_ordinary(anchor, model, tokenizer, shown, [q for q in ORDINARY_PROMPTS[-len(shown):]],
-                                cfg.ordinary_new_tokens, cfg.eval_batch_size)
+    ordinary = compare_ordinary(anchor, model, tokenizer, ordinary_prompts(tokenizer)["shown"],
+                                ordinary_questions()["shown"], cfg.ordinary_new_tokens, cfg.eval_batch_size)
     report = {
         "setting": cfg.setting, "split": split, "config": json.loads(json.dumps(asdict(cfg))),
         "people": {s: len(world.split(s)) for s in ("train", "validation", "heldout")},
