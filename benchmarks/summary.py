@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from calm_mini.files import atomic_write
+from calm_mini.core.files import atomic_write
 
 
 def figure(result: dict) -> tuple[str, str]:

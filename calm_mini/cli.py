@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .experiment import TASKS
+from .experiments.kv.run import PAPER, TASKS
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -61,7 +61,7 @@ def demo(args: argparse.Namespace) -> None:
 
 
 def _experiment_config(args: argparse.Namespace):
-    from .experiment import ExperimentConfig
+    from .experiments.kv import ExperimentConfig
 
     cfg = ExperimentConfig.named(args.setting)
     if args.dc_fraction is not None:
@@ -72,7 +72,8 @@ def _experiment_config(args: argparse.Namespace):
 
 
 def reproduce(args: argparse.Namespace) -> None:
-    from .experiment import format_table, reproduce
+    from .experiments.kv import reproduce
+    from .experiments.reports import format_table
 
     cfg = _experiment_config(args)
     checkpoints = None if args.no_checkpoints else Path(args.checkpoints or f"runs/kv-{cfg.setting}")
@@ -82,12 +83,13 @@ def reproduce(args: argparse.Namespace) -> None:
         return
     print(f"\n{report['summary']}\n")
     print("Exact match (%), held-out keys for KV-SUBS and KV-MATH; the paper's Table 1 in brackets:")
-    print(format_table(report["table"]))
+    print(format_table(report["table"], PAPER))
     print(f"\nseconds: {report['seconds']}; results: {Path(args.assets) / 'kv_results.json'}")
 
 
 def ablations(args: argparse.Namespace) -> None:
-    from .experiment import ablations, format_table
+    from .experiments.kv import ablations
+    from .experiments.reports import format_table
 
     report = ablations(_experiment_config(args), args.assets, args.cache_dir, progress=not args.quiet)
     for name in ("variants", "placement"):
@@ -97,7 +99,7 @@ def ablations(args: argparse.Namespace) -> None:
 
 
 def facts(args: argparse.Namespace) -> None:
-    from .facts import FactsConfig, format_report, run
+    from .experiments.facts import FactsConfig, format_report, run
 
     cfg = FactsConfig.named(args.setting)
     if args.steps is not None:

@@ -13,8 +13,8 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
-from calm_mini.basemodels import build_base_models
-from calm_mini.experiment import ExperimentConfig, compose_kv, train_bridges
+from calm_mini.experiments.kv import build_base_models
+from calm_mini.experiments.kv import ExperimentConfig, compose_kv, train_bridges
 
 torch.set_num_threads(1)
 parser = argparse.ArgumentParser()

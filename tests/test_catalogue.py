@@ -4,7 +4,7 @@ and a memory estimate that behaves like one."""
 import pytest
 import torch
 
-from calm_mini.catalogue import (
+from calm_mini.models.catalogue import (
     CARDS,
     GIB,
     PAIRINGS,

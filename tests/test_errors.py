@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModel, LlamaConfig
 
 from calm_mini import compose
-from calm_mini.bridge import Bridge
+from calm_mini.core import Bridge
 from calm_mini.models import tiny
 from conftest import VOCAB
 

@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from calm_mini.data.facts import (
+from calm_mini.experiments.facts.world import (
     ATTRIBUTES,
     ORDINARY_PROMPTS,
     WorldConfig,
@@ -22,11 +22,9 @@ from calm_mini.data.facts import (
     statement,
     statements,
 )
-from calm_mini.facts import (
-    AnswerWindow,
+from calm_mini.experiments.facts import (
     AugmentingConfig,
     FactsConfig,
-    TargetsOnlyLoss,
     bridge_data,
     bridge_trainer,
     compose_facts,
@@ -36,7 +34,7 @@ from calm_mini.facts import (
     run,
 )
 from calm_mini.models import tiny
-from calm_mini.train import TrainConfig
+from calm_mini.training import AnswerWindow, TargetsOnlyLoss, TrainConfig
 
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -189,7 +187,7 @@ def test_cached_anchor_features_give_the_same_loss_and_gradients(tokenizer):
     augmenting = tiny("llama", hidden_size=16, num_layers=2, vocab_size=len(tokenizer), seed=1)
     cfg = FactsConfig(layers=((0, 2), (1, 3)), eval_batch_size=2)  # feature batches of two widths
     model = compose_facts(anchor, augmenting, cfg)
-    assert model.normalize_inputs  # the demo's default, passed through
+    assert model.calm_config.normalize_inputs  # the demo's default, passed through
     with torch.no_grad():  # bridges start as the identity (zero output layer): make every gradient non-zero
         for p in model.bridge_parameters():
             p.normal_(0, 0.3)
@@ -272,7 +270,8 @@ def test_soft_targets_are_m_As_distribution_at_values_and_the_anchors_on_ordinar
 def _smoke_config(world: WorldConfig, layers) -> FactsConfig:
     return FactsConfig(
         setting="smoke", world=world, layers=layers,
-        augmenting=AugmentingConfig(n_layers=1, n_heads=4, n_kv_heads=2, d_ff=64, steps=4, batch_size=8),
+        augmenting=AugmentingConfig(n_layers=1, n_heads=4, n_kv_heads=2, d_ff=64,
+                                   train=replace(AugmentingConfig.train, steps=4, batch_size=8)),
         bridges=TrainConfig(steps=2, batch_size=4, warmup_steps=1, log_every=1), ordinary_new_tokens=3,
         eval_batch_size=16,
     )

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from calm_mini import ComposedModel, compose
 from calm_mini.crosstok import CrossTokenizerModel
-from calm_mini.data.chars import char_tokenizer
+from calm_mini.crosstok import char_tokenizer
 from calm_mini.models import tiny
 
 FIXTURE = Path(__file__).parent / "fixtures" / "behaviour_v1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from calm_mini.data import KVConfig, build_kv_splits, evaluate_expression
+from calm_mini.experiments.kv import KVConfig, build_kv_splits, evaluate_expression
 
 MICRO = dict(n_keys=50, n_anchor_train=60, n_dc_train=80, n_eval=20, n_eval_kv_math=20)
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from calm_mini import EveryK, Evenly, LayerMap, ModelShape, bridge_parameter_count, compose, decoder_layers
-from calm_mini.layers import evenly_spaced, resolve_layer_map
+from calm_mini.core.layers import evenly_spaced, resolve_layer_map
 from calm_mini.models import TINY_ARCHITECTURES, tiny
 from conftest import VOCAB
 

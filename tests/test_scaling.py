@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from calm_mini import EMBEDDINGS, compose
-from calm_mini.train import TrainConfig, batch_indices, train, trim_padding
+from calm_mini.training import TrainConfig, batch_indices, train, trim_padding
 from conftest import VOCAB, make_pair, randomise_bridges
 
 LAYER_SPECS = {"paper": 1, "embeddings": [(0, EMBEDDINGS), (1, 2)]}
@@ -44,7 +44,7 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_keeps_less(pair_nam
     checkpointed = bridge_grads(model, ids, ids)
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(plain, checkpointed))
     assert saved_bytes(lambda: model(ids, labels=ids).loss) < 0.8 * plain_bytes
-    assert all("forward" not in layer.__dict__ for layer in model._anchor_layers)  # the patch is undone
+    assert all("forward" not in layer.__dict__ for layer in model.anchor_layers)  # the patch is undone
 
 
 def test_gradient_checkpointing_is_idle_outside_training(ids):

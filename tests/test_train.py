@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from calm_mini import Evenly, compose
-from calm_mini.train import TrainConfig, train
+from calm_mini.training import TrainConfig, train
 from conftest import VOCAB, make_pair
 
 CFG = TrainConfig(steps=12, batch_size=4, lr=3e-3, warmup_steps=3, log_every=2, checkpoint_every=4, seed=1)

@@ -73,7 +73,7 @@ def test_heatmap_rejects_bad_input(record, call, message):
 
 def test_grid_has_every_bridge_and_head(model, record):
     fig = viz.attention_grid(record, TOKENS[::-1], batch_index=1)
-    heads = model.num_heads
+    heads = model.calm_config.num_heads
     assert len(fig.data) == len(model.specs) * heads
     for b in record.bridges():
         for h in range(heads):
@@ -209,7 +209,7 @@ def test_explorer_html_is_standalone(model, analysis, tmp_path):
     assert not re.search(r"<script[^>]+src=", html) and "plotly_buttonclicked" in html
     fig = viz.explorer_figure(analysis)
     heatmaps = [t for t in fig.data if t.type == "heatmap"]
-    assert len(heatmaps) == len(model.specs) * (model.num_heads + 1)
+    assert len(heatmaps) == len(model.specs) * (model.calm_config.num_heads + 1)
     assert [t.visible for t in heatmaps].count(True) == 1
     assert len(fig.layout.sliders[0].steps) == len(PROMPT)
 

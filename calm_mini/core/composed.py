@@ -1,0 +1,391 @@
+"""The composed model: a frozen anchor and frozen augmenting model(s) joined by bridges.
+
+How a forward pass runs (the same for training, evaluation and each generation step)::
+
+    input_ids ─┬─> augmenting model(s), no grad ──> H_A^i at the mapped layers     (read)
+               │                                        │ bridge.keys_values
+               └─> anchor ── layer j ──(+ bridge)──> layer j+1 … ──> logits       (_bridged)
+
+The kit never edits the anchor's code or modules. While a composed call runs, PyTorch hooks sit
+on the anchor: a pre-forward hook (:meth:`ComposedModel._prepare`) that calls :meth:`read` for
+the new tokens, and a forward hook after each mapped anchor layer that adds the bridges' output.
+The hooks are removed when the call returns, so the anchor used on its own is the plain anchor.
+
+:meth:`ComposedModel.read` is the one extension point: *what each anchor token reads*. The
+paper's rule (feed the same new tokens to every augmenting model, read positions ≤ t) is the
+default; the cross-tokenizer composition and the encoder ablation override it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import weakref
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache, PreTrainedModel
+
+from . import saving
+from .bridge import Bridge
+from .config import SHARED_TOKENS, CALMConfig, register_variant, variant_class
+from .hooks import AttentionRecord, HookPoint, scoped_hooks
+from .layers import EMBEDDINGS, decoder_layers, summary
+from .state import GrowingKV, Reading, SequenceState, causal_mask, positions_from_mask
+
+
+@register_variant(SHARED_TOKENS)
+class ComposedModel(nn.Module):
+    """An anchor LM augmented by one or more frozen augmenting LMs through trainable bridges.
+
+    Keeps the anchor's API: ``model(input_ids, attention_mask=…, labels=…)`` returns the
+    anchor's output (``.logits`` (B, T, V), ``.loss``); ``model.generate(…)`` is the anchor's
+    Hugging Face ``generate`` with every new token also fed to the augmenting models;
+    ``save_pretrained`` / ``from_pretrained`` store the bridges only. Build it with :func:`compose`.
+    """
+
+    def __init__(self, anchor: PreTrainedModel, augmenting: Sequence[PreTrainedModel], config: CALMConfig):
+        super().__init__()
+        self.calm_config = config
+        self.anchor = anchor
+        self.augmenting = nn.ModuleList(augmenting)
+        paths = config.layers_paths
+        self.anchor_layers = decoder_layers(anchor, paths["anchor"])
+        self.augmenting_layers = [decoder_layers(m, p) for m, p in zip(augmenting, paths["augmenting"])]
+        self.specs = config.bridge_specs()
+        self.bridges = nn.ModuleList(
+            Bridge(config.augmenting[s.augmenting].hidden_size, config.anchor.hidden_size, config.num_heads,
+                   config.recency_bias, config.normalize_inputs)
+            for s in self.specs
+        ).to(device=next(anchor.parameters()).device, dtype=config.dtype)
+        self.hook_reading = HookPoint()  # what each call's anchor tokens read (a Reading)
+        self._base_flags = {id(p): p.requires_grad for m in (anchor, *augmenting) for p in m.parameters()}
+        for base in (anchor, *augmenting):
+            base.requires_grad_(False)
+            base.eval()
+        self._sequences: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # anchor cache -> state
+        self._reading: Reading | None = None  # of the anchor call in progress
+        self._checkpointing = False
+
+    # ------------------------------------------------------------------ calling it
+    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.LongTensor | None = None, position_ids: torch.LongTensor | None = None,
+                cache=None, use_cache: bool = False, **kwargs):
+        """Run the composed model.
+
+        Args:
+            input_ids: (B, T) token ids, read by the anchor and every augmenting model.
+            attention_mask: (B, past+T), 1 for real tokens, 0 for padding (left or right).
+            labels: (B, T) for the next-token loss; -100 is ignored.
+            cache: the anchor cache of an earlier cached call (``out.cache``) to continue that
+                sequence; the augmenting models' caches and the bridges' keys/values follow it.
+        Returns:
+            the anchor's ``CausalLMOutputWithPast`` (logits (B, T, V), loss, cache).
+        """
+        past = cache.get_seq_length() if cache is not None else 0
+        self.check_inputs(input_ids, attention_mask, past)
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask, past, input_ids.shape[1], input_ids.device)
+        with self._attached():
+            return self.anchor(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               labels=labels, cache=cache, use_cache=use_cache or cache is not None, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        """Hugging Face ``generate`` of the anchor, composed: greedy, sampling and the logits
+        processors work; with ``use_cache`` (the default) every new token is fed to the anchor,
+        each augmenting model and each bridge, all cached. Left-pad batches.
+
+        Returns: (B, T + new) ids, as the anchor's ``generate``.
+        """
+        self.check_inputs(input_ids, attention_mask, 0)
+        if (kwargs.get("num_beams") or self.anchor.generation_config.num_beams or 1) > 1:
+            raise NotImplementedError("Beam search is not supported by the composed model (the augmenting caches "
+                                      "would have to be reordered with the beams); use num_beams=1.")
+        with self._attached():
+            return self.anchor.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    # ------------------------------------------------------------------ observing it
+    def hook_points(self) -> dict[str, HookPoint]:
+        """Every named hook point: ``hook_reading`` and each bridge's (see :mod:`calm_mini.core.hooks`)."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
+
+    def hooks(self, hooks: dict[str, Callable]):
+        """A context manager: forward hooks (hook point name → ``hook(module, args, output)``,
+        which may return a replacement) registered for the block only."""
+        return scoped_hooks(self.hook_points(), hooks)
+
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecord]:
+        """Record every bridge's attention weights during the composed calls inside the block.
+
+        Outputs are the same with it on (an explicit softmax replaces the fused kernel, equal up
+        to float rounding). ``record[0]`` is (B, H, anchor_len, augmenting_len) for bridge 0.
+        """
+        record = AttentionRecord()
+        with self.hooks(record.hooks(len(self.bridges))):
+            yield record
+
+    # ------------------------------------------------------------------ as a module
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
+    @property
+    def lowest_bridged_layer(self) -> int:
+        """The lowest anchor layer a bridge is added after (``-1``: the embeddings)."""
+        return min(s.anchor_layer for s in self.specs)
+
+    def bridge_parameters(self) -> Iterator[nn.Parameter]:
+        """The only trainable parameters: those of the bridges."""
+        return self.bridges.parameters()
+
+    def num_bridge_parameters(self) -> int:
+        return sum(p.numel() for p in self.bridges.parameters())
+
+    def train(self, mode: bool = True) -> "ComposedModel":
+        """Set the bridges' mode; the frozen base models always stay in eval mode."""
+        super().train(mode)
+        self.anchor.eval()
+        self.augmenting.eval()
+        return self
+
+    def gradient_checkpointing_enable(self) -> None:
+        """While training, recompute the anchor layers above the lowest bridge in the backward
+        pass instead of storing their activations (the bridges are not recomputed). The anchor's
+        own option would do nothing: the frozen anchor stays in eval mode."""
+        self._checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self._checkpointing
+
+    def compile_bridges(self, **compile_kwargs) -> None:
+        """``torch.compile`` each bridge in place (the base models run under Python hooks)."""
+        for bridge in self.bridges:
+            bridge.compile(**compile_kwargs)
+
+    def summary(self) -> str:
+        """The layer map of each augmenting model, with dimensions and parameter counts."""
+        c = self.calm_config
+        return "\n\n".join(summary(m, shape, c.anchor, c.num_heads, c.recency_bias)
+                            for m, shape in zip(c.layer_maps, c.augmenting))
+
+    def detach(self) -> tuple[PreTrainedModel, list[PreTrainedModel]]:
+        """Hand the base models back as they came (trainability flags restored, no hooks):
+        ``(anchor, [augmenting, …])``. The composed model must not be used afterwards."""
+        for m in (self.anchor, *self.augmenting):
+            for p in m.parameters():
+                p.requires_grad_(self._base_flags.get(id(p), p.requires_grad))
+        return self.anchor, list(self.augmenting)
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write ``bridges.safetensors`` and ``calm_config.json`` to ``folder`` (nothing else), atomically."""
+        saving.save(folder, self.calm_config, self.bridges.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, anchor: PreTrainedModel,
+                        augmenting: PreTrainedModel | Sequence[PreTrainedModel], **variant_options) -> "ComposedModel":
+        """Rebuild a composition saved by :meth:`save_pretrained` on the given base models, as
+        the variant it was saved from (``variant_options``: e.g. its tokenizers).
+
+        Raises:
+            FileNotFoundError: the folder lacks ``calm_config.json`` or ``bridges.safetensors``.
+            ValueError: the base models do not fit the saved bridges, or the files are corrupt.
+        """
+        augmenting = list(augmenting) if isinstance(augmenting, (list, tuple, nn.ModuleList)) else [augmenting]
+        config, state = saving.load(folder, anchor, augmenting)
+        variant = variant_class(config.variant)
+        if not issubclass(variant, cls):
+            raise ValueError(f"{folder} holds a {config.variant!r} composition; load it with "
+                             f"{variant.__name__}.from_pretrained.")
+        model = variant(anchor, augmenting, config, **variant_options)
+        saving.load_bridges(model.bridges, state, folder)
+        return model
+
+    # ------------------------------------------------------------------ checks
+    def check_inputs(self, input_ids, attention_mask, past: int) -> None:
+        """Clear errors for ids that are not a (B, T) integer tensor in the vocabulary, or a mask
+        of the wrong shape."""
+        if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
+            what = f"shape {tuple(input_ids.shape)}, dtype {input_ids.dtype}" if torch.is_tensor(input_ids) else type(input_ids).__name__
+            raise ValueError(f"input_ids must be a (batch, length) tensor of token ids; got {what}.")
+        if input_ids.shape[1] == 0:
+            raise ValueError("input_ids is empty (length 0): give at least one token, e.g. the BOS token.")
+        if attention_mask is not None and tuple(attention_mask.shape) != (input_ids.shape[0], past + input_ids.shape[1]):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)} "
+                f"(plus {past} cached tokens) need ({input_ids.shape[0]}, {past + input_ids.shape[1]}).")
+        vocab = self.input_vocab_size
+        if input_ids.min() < 0 or input_ids.max() >= vocab:
+            raise ValueError(f"input_ids hold ids outside 0..{vocab - 1}, {self.input_vocabulary}.")
+
+    input_vocabulary = "the vocabulary both models share"  # whose vocabulary bounds input_ids, in words
+
+    @property
+    def input_vocab_size(self) -> int:
+        """The bound on input ids: here every model reads them."""
+        return min(s.vocab_size for s in (self.calm_config.anchor, *self.calm_config.augmenting))
+
+    def check_length(self, length: int) -> None:
+        for role, shape in (("anchor", self.calm_config.anchor), *(("augmenting", s) for s in self.calm_config.augmenting)):
+            if shape.max_positions is not None and length > shape.max_positions:
+                raise ValueError(f"The sequence has {length} tokens but the {role} model ({shape.model_type}) accepts "
+                                 f"at most {shape.max_positions}; shorten the input or max_new_tokens.")
+
+    # ------------------------------------------------------------------ the extension point
+    def read(self, sequence: SequenceState, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
+             position_ids: torch.LongTensor) -> Reading:
+        """What the new anchor tokens of this call read — the paper's rule: every augmenting
+        model reads the same new tokens (its cache holds the earlier ones) and anchor token t
+        reads augmenting positions s ≤ t that are real tokens.
+
+        Args:
+            sequence: the state of this sequence; ``sequence.length`` tokens came before.
+            input_ids, position_ids: (B, T) the new tokens; attention_mask (B, past+T) or None.
+        Returns: a :class:`Reading`; appends the new keys/values to ``sequence``.
+        """
+        past, (batch, new) = sequence.length, input_ids.shape
+        states = [self.augmenting_states(a, input_ids, attention_mask, position_ids, sequence.augmenting_caches[a])
+                  for a in range(len(self.augmenting))]
+        if not sequence.keys:
+            sequence.keys, sequence.values = [None] * len(self.bridges), [None] * len(self.bridges)
+        for b, (spec, bridge) in enumerate(zip(self.specs, self.bridges)):
+            keys, values = bridge.keys_values(states[spec.augmenting][spec.augmenting_layer])  # (B, H, T, d)
+            if sequence.keys[b] is None:
+                sequence.keys[b], sequence.values[b] = GrowingKV(keys), GrowingKV(values)
+            else:
+                sequence.keys[b].append(keys)
+                sequence.values[b].append(values)
+        distance = None
+        if self.calm_config.recency_bias:
+            distance = torch.arange(past, past + new, device=input_ids.device)[:, None] - torch.arange(
+                past + new, device=input_ids.device)[None, :]  # (T, S)
+        return Reading([k.filled for k in sequence.keys], [v.filled for v in sequence.values],
+                       causal_mask(attention_mask, past, new, batch, input_ids.device), distance, past)
+
+    @torch.no_grad()
+    def augmenting_states(self, a: int, input_ids, attention_mask, position_ids, cache) -> dict[int, torch.Tensor]:
+        """Run augmenting model ``a`` (its backbone, no LM head) on the new tokens; return the
+        hidden states (B, T, D_A) leaving each of its mapped layers (-1: the embeddings)."""
+        wanted = {s.augmenting_layer for s in self.specs if s.augmenting == a}
+        captured: dict[int, torch.Tensor] = {}
+
+        def after(i):
+            return lambda module, args, output: captured.__setitem__(i, output[0] if isinstance(output, tuple) else output)
+
+        def before(module, args, kwargs):
+            captured[EMBEDDINGS] = args[0] if args else kwargs["hidden_states"]
+
+        layers = self.augmenting_layers[a]
+        handles = [layers[0].register_forward_pre_hook(before, with_kwargs=True) if i == EMBEDDINGS
+                   else layers[i].register_forward_hook(after(i)) for i in wanted]
+        try:
+            self.augmenting[a].base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                          position_ids=position_ids, cache=cache, use_cache=cache is not None)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
+
+    # ------------------------------------------------------------------ the hooks of one call
+    @contextlib.contextmanager
+    def _attached(self) -> Iterator[None]:
+        """Hooks on the anchor for the duration of one composed call, always removed."""
+        handles = [self.anchor.register_forward_pre_hook(self._prepare, with_kwargs=True)]
+        for j in sorted({s.anchor_layer for s in self.specs}):
+            if j == EMBEDDINGS:
+                handles.append(self.anchor_layers[0].register_forward_pre_hook(self._add_before(j), with_kwargs=True))
+            else:
+                handles.append(self.anchor_layers[j].register_forward_hook(self._add_after(j)))
+        recompute = self._checkpointing and self.training and torch.is_grad_enabled()
+        try:
+            with recomputed(list(self.anchor_layers)[self.lowest_bridged_layer + 1:] if recompute else []):
+                yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._reading = None
+
+    def _prepare(self, anchor: nn.Module, args: tuple, kwargs: dict):
+        """Pre-forward hook of the anchor: read the augmenting side for this call's new tokens."""
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise ValueError("The composed model needs input_ids (inputs_embeds alone cannot feed the augmenting models).")
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() != 2:
+            raise ValueError("The composed model takes a 2D attention_mask (B, S); static/compiled caches are not supported.")
+        cache = kwargs.get("cache")
+        if cache is None and kwargs.get("use_cache", anchor.config.use_cache):
+            cache = kwargs["cache"] = DynamicCache(config=anchor.config)
+        past, new = (cache.get_seq_length() if cache is not None else 0), input_ids.shape[1]
+        self.check_length(past + new)
+        sequence = self._sequence_for(cache, past)
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = positions_from_mask(mask, past, new, input_ids.device)
+        self._reading = self.hook_reading(self.read(sequence, input_ids, mask, positions))
+        sequence.length = past + new
+        return args, kwargs
+
+    def _sequence_for(self, cache, past: int) -> SequenceState:
+        """A fresh state for a new sequence (kept with ``cache``), or the one that follows ``cache``."""
+        if past == 0:
+            caches = [DynamicCache(config=m.config) if cache is not None else None for m in self.augmenting]
+            sequence = SequenceState(caches)
+            if cache is not None:
+                self._sequences[cache] = sequence
+            return sequence
+        sequence = self._sequences.get(cache)
+        if sequence is None or sequence.length != past:
+            raise RuntimeError("This anchor cache was not made by this composed model's last call on it (the "
+                               "augmenting caches do not follow it). Start the sequence again without a cache.")
+        return sequence
+
+    def _bridged(self, j: int, hidden: torch.Tensor) -> torch.Tensor:
+        """H_B^j + the outputs of the bridges into anchor layer ``j``; hidden is (B, T, D_B)."""
+        r, delta = self._reading, 0
+        for b, (spec, bridge) in enumerate(zip(self.specs, self.bridges)):
+            if spec.anchor_layer == j:
+                delta = delta + bridge(hidden, r.keys[b], r.values[b], r.mask, r.distance)
+        return hidden + delta
+
+    def _add_after(self, j: int) -> Callable:
+        """Forward hook after anchor layer ``j``: add the bridges to its output."""
+
+        def after(module, args, output):
+            if isinstance(output, tuple):
+                return (self._bridged(j, output[0]), *output[1:])
+            return self._bridged(j, output)
+
+        return after
+
+    def _add_before(self, j: int) -> Callable:
+        """Pre-hook of layer 0 for bridges into the embeddings (j = -1)."""
+
+        def before(module, args, kwargs):
+            if args:
+                return (self._bridged(j, args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": self._bridged(j, kwargs["hidden_states"])}
+
+        return before
+
+
+@contextlib.contextmanager
+def recomputed(layers: Sequence[nn.Module]) -> Iterator[None]:
+    """Gradient checkpointing of ``layers`` for the block: each recomputes its forward in the
+    backward pass. Hooks on a layer (the bridges') stay outside the recomputed region."""
+    for layer in layers:
+        layer.forward = functools.partial(checkpoint, layer.forward, use_reentrant=False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward

@@ -1,0 +1,101 @@
+"""What a composed sequence keeps between calls, and what one call's anchor tokens read.
+
+A composed sequence is generated call by call: the prompt, then one token at a time. Each call
+feeds the new tokens to every augmenting model (its KV cache holds the earlier ones) and appends
+each bridge's keys and values for them; the anchor's own cache is Hugging Face's. The
+:class:`SequenceState` follows the anchor cache it belongs to; a :class:`Reading` is built
+afresh for each call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+def positions_from_mask(attention_mask: torch.Tensor | None, past: int, new: int, device) -> torch.LongTensor:
+    """Position ids of the ``new`` last tokens, counting only real (unpadded) tokens.
+
+    This is what Hugging Face ``generate`` does; a plain forward would number left padding
+    too, and then a left-padded row would not match the same row unpadded.
+
+    Returns: (B, new), or (1, new) without a mask.
+    """
+    if attention_mask is None:
+        return torch.arange(past, past + new, device=device).unsqueeze(0)
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 0)[:, -new:]
+
+
+def causal_mask(attention_mask: torch.Tensor | None, past: int, new: int, batch: int, device) -> torch.Tensor:
+    """(B, new, past+new) bool: anchor position t reads augmenting position s iff s ≤ t and
+    both are real tokens (``attention_mask`` (B, past+new), 1 for real tokens)."""
+    query = torch.arange(past, past + new, device=device)
+    key = torch.arange(past + new, device=device)
+    allowed = (key[None, :] <= query[:, None]).expand(batch, new, past + new)
+    if attention_mask is not None:
+        real = attention_mask.bool()
+        allowed = allowed & real[:, None, :] & real[:, -new:, None]
+    return allowed
+
+
+class GrowingKV:
+    """Keys or values (B, H, S, d) that grow along S, in a buffer with room to spare, so that
+    appending one decoding step copies that step only (not the whole sequence, as a
+    ``torch.cat`` would)."""
+
+    def __init__(self, first: torch.Tensor):
+        self.buffer, self.length = first, first.shape[2]
+
+    def append(self, new: torch.Tensor) -> torch.Tensor:
+        """Append (B, H, n, d); return all so far, (B, H, S + n, d)."""
+        end = self.length + new.shape[2]
+        if end > self.buffer.shape[2]:
+            grown = new.new_empty(*new.shape[:2], max(2 * end, 16), new.shape[3])
+            grown[:, :, : self.length] = self.buffer[:, :, : self.length]
+            self.buffer = grown
+        self.buffer[:, :, self.length : end] = new
+        self.length = end
+        return self.filled
+
+    @property
+    def filled(self) -> torch.Tensor:
+        return self.buffer[:, :, : self.length]
+
+
+@dataclass
+class SequenceState:
+    """What a composed sequence keeps between cached calls.
+
+    augmenting_caches: one Hugging Face cache per augmenting model (``None`` without caching).
+    keys, values: per bridge, everything appended so far (what the next call's anchor tokens
+        may read), or ``None`` before the first call.
+    length: anchor tokens so far.
+    extra: room for a variant's own state (e.g. the cross-tokenizer alignment).
+    """
+
+    augmenting_caches: list
+    keys: list = field(default_factory=list)
+    values: list = field(default_factory=list)
+    length: int = 0
+    extra: Any = None
+
+
+@dataclass
+class Reading:
+    """What the ``new`` anchor tokens of one call read, per bridge.
+
+    keys, values: per bridge, (B, H, S, d).
+    mask: (B, new, S) bool, which of the S augmenting positions each anchor token may read.
+    distance: (new, S) or (B, new, S), anchor position minus augmenting position (for the
+        recency bias; ``None`` without it).
+    past: anchor tokens before this call (0: a new sequence).
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
+    distance: torch.Tensor | None
+    past: int

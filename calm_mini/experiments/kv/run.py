@@ -1,0 +1,204 @@
+"""The key-value arithmetic experiment (the paper's Table 1), end to end.
+
+    reproduce(ExperimentConfig.classroom())   # data, base models, bridges, Table 1
+
+Why the classroom design works (the README tells the story):
+
+* keys are single tokens and m_A learns ``kaz7`` (the value right after the key), so m_A's
+  state *at the key token* holds the value;
+* a bridge into the anchor's embeddings (layer -1) lets the value reach the anchor before its
+  first layer, where the anchor reads operands; more bridges after each anchor layer help it
+  keep the value;
+* the recency bias lets a bridge read the augmenting state of its own token: without it, an
+  anchor token that is a key the anchor has never seen cannot ask for "my" state by content;
+* D_C mixes NUM-MATH with KV-MATH so the bridges learn to stay silent on plain numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from ...core import ComposedModel, compose
+from ...evaluation import exact_match
+from ...training import TrainConfig, encode_examples, train
+from ..reports import NamedSettings, jsonable, write_report
+from .base_models import BASE_TRAINING, BaseModelConfig, BaseModels, build_base_models
+from .data import KVConfig
+
+# Table rows: what each evaluation set measures, and the paper's numbers (Table 1) beside ours.
+TASKS = {
+    "KV-SUBS": "eval_kv_subs",
+    "NUM-MATH": "eval_num_math",
+    "KV-MATH": "eval_kv_math_heldout",
+    "KV-MATH (D_C keys)": "eval_kv_math_dc",
+}
+PAPER = {
+    "KV-SUBS": {"m_A": 98.1, "m_B": 0.0, "CALM": 92.9},
+    "NUM-MATH": {"m_A": 4.2, "m_B": 73.7, "CALM": 72.0},
+    "KV-MATH": {"m_A": 0.7, "m_B": 0.0, "CALM": 84.3},
+}
+# The classroom placement: embeddings and every anchor layer but the last, all fed from m_A's last layer.
+CLASSROOM_LAYERS = ((1, -1), (1, 0), (1, 1), (1, 2))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(NamedSettings):
+    """Everything that decides the experiment; ``classroom()`` runs on 2 CPU cores in minutes."""
+
+    SETTINGS = ("classroom", "full", "smoke")
+
+    setting: str = "classroom"
+    kv: KVConfig = field(default_factory=KVConfig.classroom)
+    anchor: BaseModelConfig = field(default_factory=BaseModelConfig.anchor_classroom)
+    augmenting: BaseModelConfig = field(default_factory=BaseModelConfig.augmenting_classroom)
+    layers: tuple[tuple[int, int], ...] = CLASSROOM_LAYERS
+    recency_bias: bool = True
+    bridges: TrainConfig = TrainConfig(steps=1200, batch_size=64, lr=3e-3, warmup_steps=20, log_every=50,
+                                       eval_every=300)
+    eval_batch_size: int = 100
+
+    @classmethod
+    def full(cls, **overrides) -> "ExperimentConfig":
+        """Closer to the paper (3–6 operands, + − ×, values 0–99); needs a GPU."""
+        base = cls(
+            setting="full",
+            kv=KVConfig.full(),
+            anchor=BaseModelConfig(n_layers=8, d_model=256, n_heads=8, d_ff=1024,
+                                   train=replace(BASE_TRAINING, steps=20_000, batch_size=256)),
+            augmenting=BaseModelConfig(n_layers=4, d_model=128, n_heads=4, d_ff=512,
+                                       train=replace(BASE_TRAINING, steps=10_000, batch_size=256)),
+            layers=((3, -1), (3, 0), (3, 1), (3, 2), (3, 3), (3, 4), (3, 5), (3, 6)),
+            bridges=TrainConfig(steps=10_000, batch_size=256, lr=1e-3, warmup_steps=200, log_every=100,
+                                eval_every=1000),
+        )
+        return replace(base, **overrides)
+
+    @classmethod
+    def smoke(cls, **overrides) -> "ExperimentConfig":
+        """Seconds on a CPU: checks that the pipeline runs (what the tests use), learns nothing."""
+        base = cls(
+            setting="smoke",
+            kv=KVConfig.classroom(n_keys=40, n_anchor_train=40, n_dc_train=64, n_eval=8, n_eval_kv_math=8),
+            anchor=BaseModelConfig(n_layers=2, d_model=32, n_heads=2, d_ff=64,
+                                   train=replace(BASE_TRAINING, steps=20, batch_size=16)),
+            augmenting=BaseModelConfig(n_layers=2, d_model=32, n_heads=2, d_ff=64,
+                                       train=replace(BASE_TRAINING, steps=20, batch_size=16)),
+            layers=((1, -1), (1, 0)),
+            bridges=TrainConfig(steps=10, batch_size=16, warmup_steps=2, log_every=5, eval_every=5),
+        )
+        return replace(base, **overrides)
+
+
+# ---------------------------------------------------------------------- evaluation
+def evaluate(models: dict[str, nn.Module], base: BaseModels, batch_size: int = 100, tasks=TASKS) -> dict:
+    """Exact-match accuracy (%) of each model on each task: ``{task: {model: accuracy}}``."""
+    return {
+        task: {
+            name: round(100 * exact_match(model, base.data.tokenizer, base.data.splits[split], batch_size), 1)
+            for name, model in models.items()
+        }
+        for task, split in tasks.items()
+    }
+
+
+# ---------------------------------------------------------------------- training the bridges
+def compose_kv(base: BaseModels, cfg: ExperimentConfig, layers=None, augmenting: nn.Module | None = None) -> ComposedModel:
+    """The composition of the experiment (or a variant: other layers, another m_A); the bridges'
+    initial weights are seeded by ``cfg.bridges.seed``, so a run is reproducible."""
+    torch.manual_seed(cfg.bridges.seed)
+    return compose(
+        base.anchor,
+        augmenting if augmenting is not None else base.augmenting,
+        layers=[tuple(p) for p in (layers or cfg.layers)],
+        recency_bias=cfg.recency_bias,
+    )
+
+
+def kv_math_accuracy(model: nn.Module, base: BaseModels, batch_size: int = 100) -> dict[str, float]:
+    """The metric logged while training: KV-MATH accuracy on held-out keys, in %."""
+    return {"kv_math_heldout": 100 * exact_match(model, base.data.tokenizer, base.data.splits["eval_kv_math_heldout"],
+                                                 batch_size)}
+
+
+def train_bridges(
+    model: nn.Module, base: BaseModels, cfg: ExperimentConfig, output_dir: str | Path | None = None,
+    data: dict[str, torch.Tensor] | None = None, progress: bool = True, desc: str = "bridges",
+) -> list[dict]:
+    """Train ``model``'s trainable parameters on D_C (KV-MATH over 20 % of keys + NUM-MATH)."""
+    data = data if data is not None else encode_examples(base.data.splits["dc_train"], base.data.tokenizer)
+    evaluate_fn = (lambda: kv_math_accuracy(model, base, cfg.eval_batch_size)) if cfg.bridges.eval_every else None
+    return train(model, data, cfg.bridges, output_dir=output_dir, evaluate=evaluate_fn, progress=progress, desc=desc)
+
+
+def reproduce(
+    cfg: ExperimentConfig, assets: str | Path = "assets", cache_dir: str | Path | None = None,
+    checkpoints: str | Path | None = None, progress: bool = True, tasks: dict[str, str] = TASKS,
+) -> dict:
+    """Table 1: data, base models (cached), bridges, evaluation of m_A, m_B and CALM.
+
+    With ``checkpoints``, bridge training saves there and resumes from there (after a Ctrl-C,
+    run the same call again). Writes ``kv_results.json`` and the figures to ``assets`` and
+    returns the results dict.
+
+    Under ``accelerate launch`` the main process trains the base models first (the others
+    then load them from the cache), every process trains the bridges on its share of each
+    batch, and only the main process evaluates and writes; the others return ``{}``.
+    """
+    start = time.perf_counter()
+    processes = Accelerator()  # one process, or one of several under `accelerate launch`
+    with processes.main_process_first():
+        base = build_base_models(cfg.kv, cfg.anchor, cfg.augmenting, cache_dir, progress)
+    base_seconds = time.perf_counter() - start
+    model = compose_kv(base, cfg)
+    log = train_bridges(model, base, cfg, checkpoints, progress=progress)
+    if not processes.is_main_process:
+        return {}
+    if checkpoints is not None:
+        model.save_pretrained(Path(checkpoints) / "bridges")
+    results = evaluate({"m_A": base.augmenting, "m_B": base.anchor, "CALM": model}, base, cfg.eval_batch_size, tasks)
+    report = {
+        "setting": cfg.setting,
+        "config": jsonable(cfg),
+        "table": results,
+        "paper": PAPER,
+        "log": log,
+        "bridge_parameters": model.num_bridge_parameters(),
+        "anchor_parameters": sum(p.numel() for p in base.anchor.parameters()),
+        "seconds": {"base_models": round(base_seconds, 1), "total": round(time.perf_counter() - start, 1)},
+        "summary": model.summary(),
+    }
+    write_report(report, Path(assets) / "kv_results.json")
+    save_figures(report, Path(assets), "kv")
+    return report
+
+
+# ---------------------------------------------------------------------- figures
+def save_figures(report: dict, assets: Path, kind: str) -> list[Path]:
+    """Save the report's charts as offline HTML under ``assets/figures`` (not committed)."""
+    from ... import viz
+
+    figures = assets / "figures"
+    written = []
+    if kind == "kv":
+        written += viz.save_figure(viz.results_chart(report["table"], "Table 1, reproduced (exact match %)"),
+                                   figures / "kv_table1.html", png=False)
+        written += viz.save_figure(viz.training_curves(report["log"], "bridge training"),
+                                   figures / "kv_training.html", png=False)
+    else:
+        written += viz.save_figure(viz.results_chart(_by_task(report["variants"]), "Ablations (same budget)"),
+                                   figures / "kv_ablations.html", png=False)
+        written += viz.save_figure(viz.results_chart(_by_task(report["placement"]), "Bridge placement"),
+                                   figures / "kv_placement.html", png=False)
+    return written
+
+
+def _by_task(rows: dict) -> dict:
+    """{variant: {task: acc, ...}} → {task: {variant: acc}} for the charts."""
+    tasks = ("NUM-MATH", "KV-MATH")
+    return {t: {name: row[t] for name, row in rows.items()} for t in tasks}

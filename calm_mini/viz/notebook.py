@@ -1,0 +1,81 @@
+"""One call at the top of every notebook: where it runs, the plotly renderer, the setting
+(classroom on a CPU, full on a GPU), the device, seeds and threads, and where figures go::
+
+    from calm_mini.viz.notebook import setup
+    nb = setup()                 # CALM_MINI_SETTING=full picks the full setting
+    nb.save(fig, "kv_table1")    # runs/figures/kv_table1.html (+ assets/kv_table1.json when updating assets)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import plotly.graph_objects as go
+import torch
+
+from .renderers import detect_environment, save_figure, set_renderer
+
+SETTINGS = ("classroom", "full")
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """What :func:`setup` decided.
+
+    setting: "classroom" (a CPU, minutes; what CI runs) or "full" (a GPU, larger settings).
+    device: "cuda" for the full setting when a GPU is visible, else "cpu".
+    environment: "colab", "vscode", "jupyter", "ci" or "python"; renderer: plotly's.
+    figures: where :meth:`save` writes offline HTML (ignored by git); assets: the repository's
+        ``assets/`` (``None`` outside a checkout, e.g. on Colab).
+    """
+
+    setting: str
+    device: str
+    environment: str
+    renderer: str
+    figures: Path
+    assets: Path | None
+
+    def save(self, fig: go.Figure, name: str) -> list[str]:
+        """Save ``fig`` as ``figures/<name>.html`` (plotly.js inside, works offline); with
+        ``CALM_MINI_UPDATE_ASSETS=1`` also its plotly JSON as ``assets/<name>.json``, to commit.
+        Returns the names of the files written."""
+        written = save_figure(fig, self.figures / name, png=False)
+        if os.environ.get("CALM_MINI_UPDATE_ASSETS") == "1" and self.assets is not None:
+            written.append(self.assets / f"{name}.json")
+            fig.write_json(written[-1])
+        return [p.name for p in written]
+
+    def __str__(self) -> str:
+        from .. import __version__
+
+        return (f"calm_mini {__version__} · setting: {self.setting} · device: {self.device} · "
+                f"environment: {self.environment} · plotly renderer: {self.renderer}")
+
+
+def setup(setting: str | None = None, seed: int = 0, threads: int | None = None) -> Notebook:
+    """Set the renderer, seed torch, choose the setting and the device; print and return them.
+
+    Args:
+        setting: "classroom" or "full"; default ``$CALM_MINI_SETTING`` or "classroom".
+        seed: for ``torch.manual_seed``.
+        threads: torch threads on the CPU; default ``$CALM_MINI_THREADS`` or 1 (small models on
+            a shared CPU run fastest on one thread).
+    """
+    setting = setting or os.environ.get("CALM_MINI_SETTING", "classroom")
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, not {setting!r} (CALM_MINI_SETTING).")
+    device = "cuda" if setting == "full" and torch.cuda.is_available() else "cpu"
+    if setting == "full" and device == "cpu":
+        print("The full setting asks for a GPU but none is visible: running it on the CPU (slow).")
+    if device == "cpu":
+        torch.set_num_threads(threads or int(os.environ.get("CALM_MINI_THREADS", "1")))
+    torch.manual_seed(seed)
+    cwd = Path.cwd()
+    root = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "calm_mini").is_dir() else cwd
+    assets = root / "assets" if (root / "calm_mini").is_dir() else None
+    notebook = Notebook(setting, device, detect_environment(), set_renderer(), root / "runs" / "figures", assets)
+    print(notebook)
+    return notebook

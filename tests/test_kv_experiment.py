@@ -1,0 +1,149 @@
+"""The key-value experiment's pipeline and command line, on the seconds-long smoke setting.
+(The classroom targets are measured by `python -m calm_mini reproduce`, not by a timed test.)"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from calm_mini import Evenly, compose
+from calm_mini.experiments.kv import (
+    PAPER,
+    EncoderComposition,
+    ExperimentConfig,
+    ablations,
+    build_base_models,
+    compose_kv,
+    encode_with_prompts,
+    lora_anchor,
+    placement_study,
+    reproduce,
+)
+from calm_mini.experiments.reports import format_table
+from calm_mini.models import tiny
+from conftest import make_pair, randomise_bridges
+
+SMOKE = ExperimentConfig.smoke()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def base(cache):
+    return build_base_models(SMOKE.kv, SMOKE.anchor, SMOKE.augmenting, cache, progress=False)
+
+
+def test_reproduce_writes_results_and_resumes_from_its_checkpoint(tmp_path, cache):
+    report = reproduce(SMOKE, tmp_path / "assets", cache, tmp_path / "ckpt", progress=False)
+    saved = json.loads((tmp_path / "assets" / "kv_results.json").read_text())
+    assert saved["table"] == report["table"]
+    assert set(report["table"]) == {"KV-SUBS", "NUM-MATH", "KV-MATH", "KV-MATH (D_C keys)"}
+    assert set(report["table"]["KV-MATH"]) == {"m_A", "m_B", "CALM"}
+    assert [e["step"] for e in report["log"]] == [5, 10] and "kv_math_heldout" in report["log"][-1]
+    assert (tmp_path / "assets" / "figures" / "kv_table1.html").is_file()
+    assert sorted(p.name for p in (tmp_path / "ckpt" / "bridges").iterdir()) == ["bridges.safetensors",
+                                                                                   "calm_config.json"]
+    again = reproduce(SMOKE, tmp_path / "assets", cache, tmp_path / "ckpt", progress=False)
+    assert again["table"] == report["table"], "a rerun resumes the finished checkpoint and gives the same table"
+
+
+def test_format_table_shows_the_papers_numbers():
+    text = format_table({"KV-MATH": {"m_A": 1.0, "CALM": 92.5}}, PAPER)
+    assert "92.5 (paper 84.3)" in text and "1.0 (paper 0.7)" in text
+    assert PAPER["KV-MATH"]["CALM"] == 84.3
+
+
+def test_lora_matches_the_bridge_budget(base):
+    budget = compose_kv(base, SMOKE).num_bridge_parameters()
+    lora = lora_anchor(base.anchor, budget)
+    trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    assert 0.5 * budget <= trainable <= 1.5 * budget
+    assert all(not p.requires_grad for p in base.anchor.parameters()), "the shared anchor stays frozen"
+
+
+def test_encoder_ablation_trains_on_prompts(base):
+    data = encode_with_prompts(base.data.splits["dc_train"], base.data.tokenizer)
+    assert data["encoder_ids"].shape[0] == data["input_ids"].shape[0]
+    model = EncoderComposition.of(compose_kv(base, SMOKE))
+    batch = {k: v[:4] for k, v in data.items()}
+    assert torch.isfinite(model(**batch).loss)
+    ids = data["encoder_ids"][:2]
+    out = model.generate(ids, data["encoder_mask"][:2], max_new_tokens=2, do_sample=False, pad_token_id=0)
+    assert out.shape == (2, ids.shape[1] + 2)
+
+
+@torch.no_grad()
+def test_encoder_ablation_reads_only_the_prompt():
+    anchor, augmenting = make_pair("llama<-gpt2")
+    calm = randomise_bridges(compose(anchor, augmenting, layers=Evenly(2)))
+    model = EncoderComposition.of(calm)
+    prompt = torch.tensor([[5, 6, 7, 8], [0, 9, 10, 11]])
+    mask = (prompt != 0).long()
+    full = torch.cat([prompt, torch.tensor([[20, 21], [22, 23]])], dim=1)
+    full_mask = torch.cat([mask, torch.ones(2, 2, dtype=torch.long)], dim=1)
+    out = model(full, attention_mask=full_mask, encoder_ids=prompt, encoder_mask=mask).logits
+    assert not torch.allclose(out, calm(full, attention_mask=full_mask).logits), "encoder differs from CALM"
+    changed = prompt.clone()
+    changed[:, -1] = 30
+    moved = model(full, attention_mask=full_mask, encoder_ids=changed, encoder_mask=mask).logits
+    assert not torch.allclose(out[0, 0], moved[0, 0]), "an encoder lets early positions read the whole prompt"
+    kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=None)
+    cached = model.generate(prompt, attention_mask=mask, **kwargs)
+    assert torch.equal(cached, model.generate(prompt, attention_mask=mask, use_cache=False, **kwargs))
+    with pytest.raises(ValueError, match="encoder_ids"):
+        model(full, attention_mask=full_mask)
+
+
+def test_ablations_run_every_variant(tmp_path, cache):
+    report = ablations(SMOKE, tmp_path, cache, progress=False, placements={"embeddings": ((1, -1),)})
+    assert set(report["variants"]) == {"CALM", "random m_A", "vanilla m_A", "m_A as encoder", "LoRA on m_B",
+                                       "fine-tuned m_B (skyline)"}
+    assert set(report["placement"]) == {"embeddings", "embeddings + recency"}
+    assert report["variants"]["CALM"]["trainable"] == report["budget"]
+    assert report["variants"]["fine-tuned m_B (skyline)"]["trainable"] > report["budget"]
+    assert json.loads((tmp_path / "kv_ablations.json").read_text())["budget"] == report["budget"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "calm_mini", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["reproduce", "--setting", "huge"], "Unknown setting 'huge'"),
+        (["reproduce", "--dc-fraction", "0"], "gives 0 D_C keys"),
+        (["reproduce", "--tasks", "KV-DIV"], "invalid choice: 'KV-DIV'"),
+        (["ablations", "--dc-fraction", "1.0"], "need at least one D_C key and one held-out key"),
+    ],
+)
+def test_cli_refuses_bad_settings_clearly(args, message):
+    result = _cli(*args)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_cli_refuses_a_corrupt_checkpoint(tmp_path, cache):
+    args = ["reproduce", "--setting", "smoke", "--quiet", "--assets", str(tmp_path), "--cache-dir", str(cache),
+            "--checkpoints", str(tmp_path / "ckpt")]
+    assert _cli(*args).returncode == 0
+    (tmp_path / "ckpt" / "latest.json").write_text("{not json")
+    result = _cli(*args)
+    assert result.returncode == 2 and "corrupt" in result.stderr
+
+
+@pytest.mark.parametrize("setting", ["smoke", "classroom", "full"])
+def test_the_placement_study_fits_every_setting(setting):
+    """Each placement of the study is a valid layer map for that setting's models (it once assumed
+    a 4-layer anchor, so `ablations --setting smoke` failed)."""
+    cfg = ExperimentConfig.named(setting)
+    anchor = tiny("llama", hidden_size=32, num_layers=cfg.anchor.n_layers, vocab_size=64)
+    augmenting = tiny("llama", hidden_size=32, num_layers=cfg.augmenting.n_layers, vocab_size=64)
+    study = placement_study(cfg)
+    assert study["embeddings + every layer"] == tuple(tuple(p) for p in cfg.layers)
+    for name, layers in study.items():
+        assert len(compose(anchor, augmenting, layers=list(layers)).bridges) == len(layers), name
