@@ -31,10 +31,10 @@ from transformers import DynamicCache, PreTrainedModel
 
 from . import saving
 from .bridge import Bridge
-from .config import SHARED_TOKENS, CALMConfig, register_variant, variant_class
-from .hooks import AttentionRecord, HookPoint, scoped_hooks
-from .layers import EMBEDDINGS, decoder_layers, summary
-from .state import GrowingKV, Reading, SequenceState, causal_mask, positions_from_mask
+from .config import SHARED_TOKENS, CALMConfig, register_variant
+from .hooks import AttentionRecord, HookPoint, on_layer_output, scoped_hooks
+from .layers import ModelShape, decoder_layers, summary
+from .state import GrowingKV, Reading, SequenceState, causal_mask, check_inputs, check_length, positions_from_mask
 
 
 @register_variant(SHARED_TOKENS)
@@ -44,17 +44,17 @@ class ComposedModel(nn.Module):
     Keeps the anchor's API: ``model(input_ids, attention_mask=…, labels=…)`` returns the
     anchor's output (``.logits`` (B, T, V), ``.loss``); ``model.generate(…)`` is the anchor's
     Hugging Face ``generate`` with every new token also fed to the augmenting models;
-    ``save_pretrained`` / ``from_pretrained`` store the bridges only. Build it with :func:`compose`.
+    ``save_pretrained`` / ``from_pretrained`` store the bridges only. Build it with :func:`compose`;
+    its settings are ``model.calm_config``.
     """
+
+    shares_tokens = True  # the augmenting models read the anchor's token ids (a variant may not)
 
     def __init__(self, anchor: PreTrainedModel, augmenting: Sequence[PreTrainedModel], config: CALMConfig):
         super().__init__()
-        self.calm_config = config
-        self.anchor = anchor
-        self.augmenting = nn.ModuleList(augmenting)
-        paths = config.layers_paths
-        self.anchor_layers = decoder_layers(anchor, paths["anchor"])
-        self.augmenting_layers = [decoder_layers(m, p) for m, p in zip(augmenting, paths["augmenting"])]
+        self.calm_config, self.anchor, self.augmenting = config, anchor, nn.ModuleList(augmenting)
+        self.anchor_layers = decoder_layers(anchor, config.layers_paths["anchor"])
+        self.augmenting_layers = [decoder_layers(m, p) for m, p in zip(augmenting, config.layers_paths["augmenting"])]
         self.specs = config.bridge_specs()
         self.bridges = nn.ModuleList(
             Bridge(config.augmenting[s.augmenting].hidden_size, config.anchor.hidden_size, config.num_heads,
@@ -64,9 +64,8 @@ class ComposedModel(nn.Module):
         self.hook_reading = HookPoint()  # what each call's anchor tokens read (a Reading)
         self._base_flags = {id(p): p.requires_grad for m in (anchor, *augmenting) for p in m.parameters()}
         for base in (anchor, *augmenting):
-            base.requires_grad_(False)
-            base.eval()
-        self._sequences: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # anchor cache -> state
+            base.requires_grad_(False).eval()
+        self._sequences: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # anchor cache -> its state
         self._reading: Reading | None = None  # of the anchor call in progress
         self._checkpointing = False
 
@@ -108,149 +107,17 @@ class ComposedModel(nn.Module):
         with self._attached():
             return self.anchor.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
-    # ------------------------------------------------------------------ observing it
-    def hook_points(self) -> dict[str, HookPoint]:
-        """Every named hook point: ``hook_reading`` and each bridge's (see :mod:`calm_mini.core.hooks`)."""
-        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
-
-    def hooks(self, hooks: dict[str, Callable]):
-        """A context manager: forward hooks (hook point name → ``hook(module, args, output)``,
-        which may return a replacement) registered for the block only."""
-        return scoped_hooks(self.hook_points(), hooks)
-
-    @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionRecord]:
-        """Record every bridge's attention weights during the composed calls inside the block.
-
-        Outputs are the same with it on (an explicit softmax replaces the fused kernel, equal up
-        to float rounding). ``record[0]`` is (B, H, anchor_len, augmenting_len) for bridge 0.
-        """
-        record = AttentionRecord()
-        with self.hooks(record.hooks(len(self.bridges))):
-            yield record
-
-    # ------------------------------------------------------------------ as a module
-    @property
-    def device(self) -> torch.device:
-        return self.anchor.device
-
-    @property
-    def lowest_bridged_layer(self) -> int:
-        """The lowest anchor layer a bridge is added after (``-1``: the embeddings)."""
-        return min(s.anchor_layer for s in self.specs)
-
-    def bridge_parameters(self) -> Iterator[nn.Parameter]:
-        """The only trainable parameters: those of the bridges."""
-        return self.bridges.parameters()
-
-    def num_bridge_parameters(self) -> int:
-        return sum(p.numel() for p in self.bridges.parameters())
-
-    def train(self, mode: bool = True) -> "ComposedModel":
-        """Set the bridges' mode; the frozen base models always stay in eval mode."""
-        super().train(mode)
-        self.anchor.eval()
-        self.augmenting.eval()
-        return self
-
-    def gradient_checkpointing_enable(self) -> None:
-        """While training, recompute the anchor layers above the lowest bridge in the backward
-        pass instead of storing their activations (the bridges are not recomputed). The anchor's
-        own option would do nothing: the frozen anchor stays in eval mode."""
-        self._checkpointing = True
-
-    def gradient_checkpointing_disable(self) -> None:
-        self._checkpointing = False
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self._checkpointing
-
-    def compile_bridges(self, **compile_kwargs) -> None:
-        """``torch.compile`` each bridge in place (the base models run under Python hooks)."""
-        for bridge in self.bridges:
-            bridge.compile(**compile_kwargs)
-
-    def summary(self) -> str:
-        """The layer map of each augmenting model, with dimensions and parameter counts."""
-        c = self.calm_config
-        return "\n\n".join(summary(m, shape, c.anchor, c.num_heads, c.recency_bias)
-                            for m, shape in zip(c.layer_maps, c.augmenting))
-
-    def detach(self) -> tuple[PreTrainedModel, list[PreTrainedModel]]:
-        """Hand the base models back as they came (trainability flags restored, no hooks):
-        ``(anchor, [augmenting, …])``. The composed model must not be used afterwards."""
-        for m in (self.anchor, *self.augmenting):
-            for p in m.parameters():
-                p.requires_grad_(self._base_flags.get(id(p), p.requires_grad))
-        return self.anchor, list(self.augmenting)
-
-    # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write ``bridges.safetensors`` and ``calm_config.json`` to ``folder`` (nothing else), atomically."""
-        saving.save(folder, self.calm_config, self.bridges.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, anchor: PreTrainedModel,
-                        augmenting: PreTrainedModel | Sequence[PreTrainedModel], **variant_options) -> "ComposedModel":
-        """Rebuild a composition saved by :meth:`save_pretrained` on the given base models, as
-        the variant it was saved from (``variant_options``: e.g. its tokenizers).
-
-        Raises:
-            FileNotFoundError: the folder lacks ``calm_config.json`` or ``bridges.safetensors``.
-            ValueError: the base models do not fit the saved bridges, or the files are corrupt.
-        """
-        augmenting = list(augmenting) if isinstance(augmenting, (list, tuple, nn.ModuleList)) else [augmenting]
-        config, state = saving.load(folder, anchor, augmenting)
-        variant = variant_class(config.variant)
-        if not issubclass(variant, cls):
-            raise ValueError(f"{folder} holds a {config.variant!r} composition; load it with "
-                             f"{variant.__name__}.from_pretrained.")
-        model = variant(anchor, augmenting, config, **variant_options)
-        saving.load_bridges(model.bridges, state, folder)
-        return model
-
-    # ------------------------------------------------------------------ checks
-    def check_inputs(self, input_ids, attention_mask, past: int) -> None:
-        """Clear errors for ids that are not a (B, T) integer tensor in the vocabulary, or a mask
-        of the wrong shape."""
-        if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
-            what = f"shape {tuple(input_ids.shape)}, dtype {input_ids.dtype}" if torch.is_tensor(input_ids) else type(input_ids).__name__
-            raise ValueError(f"input_ids must be a (batch, length) tensor of token ids; got {what}.")
-        if input_ids.shape[1] == 0:
-            raise ValueError("input_ids is empty (length 0): give at least one token, e.g. the BOS token.")
-        if attention_mask is not None and tuple(attention_mask.shape) != (input_ids.shape[0], past + input_ids.shape[1]):
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)} "
-                f"(plus {past} cached tokens) need ({input_ids.shape[0]}, {past + input_ids.shape[1]}).")
-        vocab = self.input_vocab_size
-        if input_ids.min() < 0 or input_ids.max() >= vocab:
-            raise ValueError(f"input_ids hold ids outside 0..{vocab - 1}, {self.input_vocabulary}.")
-
-    input_vocabulary = "the vocabulary both models share"  # whose vocabulary bounds input_ids, in words
-
-    @property
-    def input_vocab_size(self) -> int:
-        """The bound on input ids: here every model reads them."""
-        return min(s.vocab_size for s in (self.calm_config.anchor, *self.calm_config.augmenting))
-
-    def check_length(self, length: int) -> None:
-        for role, shape in (("anchor", self.calm_config.anchor), *(("augmenting", s) for s in self.calm_config.augmenting)):
-            if shape.max_positions is not None and length > shape.max_positions:
-                raise ValueError(f"The sequence has {length} tokens but the {role} model ({shape.model_type}) accepts "
-                                 f"at most {shape.max_positions}; shorten the input or max_new_tokens.")
-
-    # ------------------------------------------------------------------ the extension point
+    # ------------------------------------------------------------------ what the anchor reads
     def read(self, sequence: SequenceState, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
              position_ids: torch.LongTensor) -> Reading:
-        """What the new anchor tokens of this call read — the paper's rule: every augmenting
-        model reads the same new tokens (its cache holds the earlier ones) and anchor token t
-        reads augmenting positions s ≤ t that are real tokens.
+        """The extension point: what the new anchor tokens of this call read. The paper's rule:
+        every augmenting model reads the same new tokens (its cache holds the earlier ones), and
+        anchor token t reads augmenting positions s ≤ t that are real tokens.
 
         Args:
-            sequence: the state of this sequence; ``sequence.length`` tokens came before.
+            sequence: this sequence's state; ``sequence.length`` tokens came before.
             input_ids, position_ids: (B, T) the new tokens; attention_mask (B, past+T) or None.
-        Returns: a :class:`Reading`; appends the new keys/values to ``sequence``.
+        Returns: a :class:`Reading`; the new keys/values are appended to ``sequence``.
         """
         past, (batch, new) = sequence.length, input_ids.shape
         states = [self.augmenting_states(a, input_ids, attention_mask, position_ids, sequence.augmenting_caches[a])
@@ -266,8 +133,8 @@ class ComposedModel(nn.Module):
                 sequence.values[b].append(values)
         distance = None
         if self.calm_config.recency_bias:
-            distance = torch.arange(past, past + new, device=input_ids.device)[:, None] - torch.arange(
-                past + new, device=input_ids.device)[None, :]  # (T, S)
+            device = input_ids.device
+            distance = torch.arange(past, past + new, device=device)[:, None] - torch.arange(past + new, device=device)
         return Reading([k.filled for k in sequence.keys], [v.filled for v in sequence.values],
                        causal_mask(attention_mask, past, new, batch, input_ids.device), distance, past)
 
@@ -275,18 +142,10 @@ class ComposedModel(nn.Module):
     def augmenting_states(self, a: int, input_ids, attention_mask, position_ids, cache) -> dict[int, torch.Tensor]:
         """Run augmenting model ``a`` (its backbone, no LM head) on the new tokens; return the
         hidden states (B, T, D_A) leaving each of its mapped layers (-1: the embeddings)."""
-        wanted = {s.augmenting_layer for s in self.specs if s.augmenting == a}
         captured: dict[int, torch.Tensor] = {}
-
-        def after(i):
-            return lambda module, args, output: captured.__setitem__(i, output[0] if isinstance(output, tuple) else output)
-
-        def before(module, args, kwargs):
-            captured[EMBEDDINGS] = args[0] if args else kwargs["hidden_states"]
-
-        layers = self.augmenting_layers[a]
-        handles = [layers[0].register_forward_pre_hook(before, with_kwargs=True) if i == EMBEDDINGS
-                   else layers[i].register_forward_hook(after(i)) for i in wanted]
+        wanted = {s.augmenting_layer for s in self.specs if s.augmenting == a}
+        handles = [on_layer_output(self.augmenting_layers[a], i, functools.partial(captured.__setitem__, i))
+                   for i in wanted]
         try:
             self.augmenting[a].base_model(input_ids=input_ids, attention_mask=attention_mask,
                                           position_ids=position_ids, cache=cache, use_cache=cache is not None)
@@ -301,10 +160,7 @@ class ComposedModel(nn.Module):
         """Hooks on the anchor for the duration of one composed call, always removed."""
         handles = [self.anchor.register_forward_pre_hook(self._prepare, with_kwargs=True)]
         for j in sorted({s.anchor_layer for s in self.specs}):
-            if j == EMBEDDINGS:
-                handles.append(self.anchor_layers[0].register_forward_pre_hook(self._add_before(j), with_kwargs=True))
-            else:
-                handles.append(self.anchor_layers[j].register_forward_hook(self._add_after(j)))
+            handles.append(on_layer_output(self.anchor_layers, j, functools.partial(self._bridged, j)))
         recompute = self._checkpointing and self.training and torch.is_grad_enabled()
         try:
             with recomputed(list(self.anchor_layers)[self.lowest_bridged_layer + 1:] if recompute else []):
@@ -338,8 +194,8 @@ class ComposedModel(nn.Module):
     def _sequence_for(self, cache, past: int) -> SequenceState:
         """A fresh state for a new sequence (kept with ``cache``), or the one that follows ``cache``."""
         if past == 0:
-            caches = [DynamicCache(config=m.config) if cache is not None else None for m in self.augmenting]
-            sequence = SequenceState(caches)
+            sequence = SequenceState([DynamicCache(config=m.config) if cache is not None else None
+                                      for m in self.augmenting])
             if cache is not None:
                 self._sequences[cache] = sequence
             return sequence
@@ -357,25 +213,113 @@ class ComposedModel(nn.Module):
                 delta = delta + bridge(hidden, r.keys[b], r.values[b], r.mask, r.distance)
         return hidden + delta
 
-    def _add_after(self, j: int) -> Callable:
-        """Forward hook after anchor layer ``j``: add the bridges to its output."""
+    # ------------------------------------------------------------------ observing it
+    def hook_points(self) -> dict[str, HookPoint]:
+        """Every named hook point: ``hook_reading`` and each bridge's (see :mod:`calm_mini.core.hooks`)."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
 
-        def after(module, args, output):
-            if isinstance(output, tuple):
-                return (self._bridged(j, output[0]), *output[1:])
-            return self._bridged(j, output)
+    def hooks(self, hooks: dict[str, Callable]):
+        """A context manager: forward hooks (hook point name → ``hook(module, args, output)``,
+        which may return a replacement) registered for the block only."""
+        return scoped_hooks(self.hook_points(), hooks)
 
-        return after
+    @contextlib.contextmanager
+    def capture_attention(self) -> Iterator[AttentionRecord]:
+        """Record every bridge's attention weights during the composed calls inside the block
+        (outputs equal up to float rounding: an explicit softmax replaces the fused kernel).
+        ``record[0]`` is (B, H, anchor_len, augmenting_len) for bridge 0."""
+        record = AttentionRecord()
+        with self.hooks(record.hooks(len(self.bridges))):
+            yield record
 
-    def _add_before(self, j: int) -> Callable:
-        """Pre-hook of layer 0 for bridges into the embeddings (j = -1)."""
+    # ------------------------------------------------------------------ as a module
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
 
-        def before(module, args, kwargs):
-            if args:
-                return (self._bridged(j, args[0]), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": self._bridged(j, kwargs["hidden_states"])}
+    @property
+    def lowest_bridged_layer(self) -> int:
+        """The lowest anchor layer a bridge is added after (``-1``: the embeddings)."""
+        return min(s.anchor_layer for s in self.specs)
 
-        return before
+    def bridge_parameters(self) -> Iterator[nn.Parameter]:
+        """The only trainable parameters: those of the bridges."""
+        return self.bridges.parameters()
+
+    def num_bridge_parameters(self) -> int:
+        return sum(p.numel() for p in self.bridges.parameters())
+
+    def train(self, mode: bool = True) -> "ComposedModel":
+        """Set the bridges' mode; the frozen base models always stay in eval mode."""
+        super().train(mode)
+        self.anchor.eval()
+        self.augmenting.eval()
+        return self
+
+    def gradient_checkpointing_enable(self, enable: bool = True) -> None:
+        """While training, recompute the anchor layers above the lowest bridge in the backward
+        pass instead of storing their activations (the bridges are not recomputed). The anchor's
+        own option would do nothing: the frozen anchor stays in eval mode."""
+        self._checkpointing = enable
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self._checkpointing
+
+    def compile_bridges(self, **compile_kwargs) -> None:
+        """``torch.compile`` each bridge in place (the base models run under Python hooks)."""
+        for bridge in self.bridges:
+            bridge.compile(**compile_kwargs)
+
+    def summary(self) -> str:
+        """The layer map of each augmenting model, with dimensions and parameter counts."""
+        c = self.calm_config
+        return "\n\n".join(summary(m, shape, c.anchor, c.num_heads, c.recency_bias)
+                           for m, shape in zip(c.layer_maps, c.augmenting))
+
+    def detach(self) -> tuple[PreTrainedModel, list[PreTrainedModel]]:
+        """Hand the base models back as they came (trainability flags restored, no hooks):
+        ``(anchor, [augmenting, …])``. The composed model must not be used afterwards."""
+        for m in (self.anchor, *self.augmenting):
+            for p in m.parameters():
+                p.requires_grad_(self._base_flags.get(id(p), p.requires_grad))
+        return self.anchor, list(self.augmenting)
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write ``bridges.safetensors`` and ``calm_config.json`` to ``folder`` (nothing else), atomically."""
+        saving.save(folder, self.calm_config, self.bridges.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, anchor: PreTrainedModel,
+                        augmenting: PreTrainedModel | Sequence[PreTrainedModel], **variant_options) -> "ComposedModel":
+        """Rebuild a composition saved by :meth:`save_pretrained` on the given base models, as
+        the variant it was saved from (``variant_options``: e.g. its tokenizers).
+
+        Raises:
+            FileNotFoundError: the folder lacks ``calm_config.json`` or ``bridges.safetensors``.
+            ValueError: the base models do not fit the saved bridges, or the files are corrupt.
+        """
+        return saving.load_composition(cls, folder, anchor, augmenting, **variant_options)
+
+    # ------------------------------------------------------------------ checks
+    def check_inputs(self, input_ids, attention_mask, past: int) -> None:
+        """Clear errors for ids that are not a non-empty (B, T) integer tensor in the vocabulary
+        of the models that read them, or a mask of the wrong shape."""
+        check_inputs(input_ids, attention_mask, past, self._reading_ids(),
+                     "the vocabulary both models share" if self.shares_tokens else "the anchor's vocabulary")
+
+    def check_length(self, length: int) -> None:
+        check_length(length, self._reading_ids())
+
+    def _reading_ids(self) -> dict[str, ModelShape]:
+        """The models that read the anchor's token ids, by role."""
+        c = self.calm_config
+        readers = {"anchor": c.anchor, **{f"augmenting model {a}": s for a, s in enumerate(c.augmenting)}}
+        return readers if self.shares_tokens else {"anchor": c.anchor}
 
 
 @contextlib.contextmanager

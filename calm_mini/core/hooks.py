@@ -21,6 +21,9 @@ from typing import Callable, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .layers import EMBEDDINGS
 
 
 class HookPoint(nn.Module):
@@ -46,6 +49,29 @@ def scoped_hooks(points: Mapping[str, HookPoint], hooks: Mapping[str, Callable])
     finally:
         for handle in handles:
             handle.remove()
+
+
+def on_layer_output(layers: nn.ModuleList, i: int, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> RemovableHandle:
+    """Call ``fn`` on the hidden states (B, T, D) leaving decoder layer ``i`` (``-1``: those
+    entering layer 0, the embeddings); a tensor it returns replaces them. Works for layers that
+    return a tensor or a tuple, and take the states positionally or as ``hidden_states``."""
+    if i == EMBEDDINGS:
+
+        def before(module, args, kwargs):
+            new = fn(args[0] if args else kwargs["hidden_states"])
+            if new is None:
+                return None
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+
+        return layers[0].register_forward_pre_hook(before, with_kwargs=True)
+
+    def after(module, args, output):
+        new = fn(output[0] if isinstance(output, tuple) else output)
+        if new is None:
+            return None
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    return layers[i].register_forward_hook(after)
 
 
 class AttentionRecord:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .files import atomic_write
-from .config import CALMConfig
+from .config import CALMConfig, variant_class
 from .layers import ModelShape
 
 CONFIG_NAME = "calm_config.json"
@@ -67,6 +67,20 @@ def load(folder: str | os.PathLike, anchor: nn.Module, augmenting: Sequence[nn.M
     except (SafetensorError, OSError) as err:
         raise ValueError(f"Cannot read {Path(folder) / WEIGHTS_NAME}: {err}. The save is corrupt; save it again.") from err
     return config, state
+
+
+def load_composition(cls: type, folder: str | os.PathLike, anchor: nn.Module, augmenting, **variant_options):
+    """Rebuild the composition saved in ``folder`` as the variant it was saved from, which must
+    be ``cls`` or a subclass (``ComposedModel.from_pretrained`` loads any variant)."""
+    augmenting = list(augmenting) if isinstance(augmenting, (list, tuple, nn.ModuleList)) else [augmenting]
+    config, state = load(folder, anchor, augmenting)
+    variant = variant_class(config.variant)
+    if not issubclass(variant, cls):
+        raise ValueError(f"{folder} holds a {config.variant!r} composition; load it with "
+                         f"{variant.__name__}.from_pretrained or ComposedModel.from_pretrained.")
+    model = variant(anchor, augmenting, config, **variant_options)
+    load_bridges(model.bridges, state, folder)
+    return model
 
 
 def load_bridges(bridges: nn.Module, state: dict[str, torch.Tensor], folder) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .layers import ModelShape
+
 
 def positions_from_mask(attention_mask: torch.Tensor | None, past: int, new: int, device) -> torch.LongTensor:
     """Position ids of the ``new`` last tokens, counting only real (unpadded) tokens.
@@ -39,6 +41,32 @@ def causal_mask(attention_mask: torch.Tensor | None, past: int, new: int, batch:
         real = attention_mask.bool()
         allowed = allowed & real[:, None, :] & real[:, -new:, None]
     return allowed
+
+
+def check_inputs(input_ids, attention_mask, past: int, readers: dict[str, ModelShape], whose: str) -> None:
+    """Raise ``ValueError`` unless ``input_ids`` is a non-empty (B, T) integer tensor within the
+    vocabulary of every model in ``readers`` (``whose`` names it in the message) and
+    ``attention_mask`` is None or (B, past+T)."""
+    if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        what = f"shape {tuple(input_ids.shape)}, dtype {input_ids.dtype}" if torch.is_tensor(input_ids) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids; got {what}.")
+    batch, new = input_ids.shape
+    if new == 0:
+        raise ValueError("input_ids is empty (length 0): give at least one token, e.g. the BOS token.")
+    if attention_mask is not None and tuple(attention_mask.shape) != (batch, past + new):
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)} "
+                         f"(plus {past} cached tokens) need ({batch}, {past + new}).")
+    vocab = min(shape.vocab_size for shape in readers.values())
+    if input_ids.min() < 0 or input_ids.max() >= vocab:
+        raise ValueError(f"input_ids hold ids outside 0..{vocab - 1}, {whose}.")
+
+
+def check_length(length: int, readers: dict[str, ModelShape]) -> None:
+    """Raise ``ValueError`` if a sequence of ``length`` tokens is longer than a model accepts."""
+    for role, shape in readers.items():
+        if shape.max_positions is not None and length > shape.max_positions:
+            raise ValueError(f"The sequence has {length} tokens but the {role.split()[0]} model ({shape.model_type}) "
+                             f"accepts at most {shape.max_positions}; shorten the input or max_new_tokens.")
 
 
 class GrowingKV:

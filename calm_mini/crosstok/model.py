@@ -106,6 +106,8 @@ class CrossTokenizerModel(ComposedModel):
     which checks that both tokenizers are the ones the bridges were trained with.
     """
 
+    shares_tokens = False  # input_ids are the anchor's; the augmenting model reads their text
+
     def __init__(self, anchor: PreTrainedModel, augmenting: Sequence[PreTrainedModel], config: CALMConfig,
                  anchor_tokenizer: PreTrainedTokenizerBase | None = None,
                  augmenting_tokenizer: PreTrainedTokenizerBase | None = None, check_text: bool = True):
@@ -124,20 +126,6 @@ class CrossTokenizerModel(ComposedModel):
                     f"{saved['size']} tokens).")
         super().__init__(anchor, augmenting, replace(config, tokenizers=given))
         self.anchor_tokenizer, self.augmenting_tokenizer = anchor_tokenizer, augmenting_tokenizer
-
-    input_vocabulary = "the anchor's vocabulary"
-
-    @property
-    def input_vocab_size(self) -> int:
-        """input_ids are the anchor's: only its vocabulary bounds them."""
-        return self.calm_config.anchor.vocab_size
-
-    def check_length(self, length: int) -> None:
-        """Only the anchor's length is in anchor tokens; the augmenting side is checked in its own."""
-        limit = self.calm_config.anchor.max_positions
-        if limit is not None and length > limit:
-            raise ValueError(f"The sequence has {length} tokens but the anchor model ({self.calm_config.anchor.model_type}) "
-                             f"accepts at most {limit}; shorten the input or max_new_tokens.")
 
     def read(self, sequence: SequenceState, input_ids, attention_mask, position_ids) -> Reading:
         """Re-tokenise the text of every new anchor token, feed the changed suffix of each row's
