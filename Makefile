@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run` (the kit's main job: the key-value experiment,
-# the paper's Table 1, on the CPU in minutes) and `make test`. Also: `make ablations`, `make demo`.
+# the paper's Table 1, on the CPU in minutes) and `make test` (ruff, then pytest). Also: `make ablations`, `make demo`.
 # Each builds a local virtual environment in .venv on first use.
 # TORCH picks the PyTorch build: the default is the CPU wheel these machines carry;
 # on a GPU machine use e.g. `make TORCH='torch>=2.4' test`.
@@ -28,6 +28,7 @@ demo: $(VENV)/.installed
 	$(PY) -m calm_mini demo
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check calm_mini tests benchmarks
 	$(PY) -m pytest
 
 clean:

@@ -320,7 +320,6 @@ def test_other_bad_inputs_are_clear_errors(tokenizers):
         compose(anchor, [augmenting, tiny("llama", 32, 2, vocab_size=len(chars))], layers=1, anchor_tokenizer=chars,
                 augmenting_tokenizer=chars)
     model = compose(anchor, augmenting, layers=1, anchor_tokenizer=chars, augmenting_tokenizer=chars)
-    ids = torch.tensor([chars("abc")["input_ids"]])
     with pytest.raises(ValueError, match="outside 0..162, the anchor's vocabulary"):
         model(torch.tensor([[1, 500]]))
     small = tiny("gpt2", 32, 2, vocab_size=len(chars), max_positions=8)

@@ -109,7 +109,7 @@ class Bridge(nn.Module):
             anchor_states: H_B^j, (B, T, D_B).
             keys, values: from :meth:`keys_values`, (B, H, S, d).
             mask: (B, T, S) bool, True where anchor position t may read augmenting position s.
-                A row with no True entry gets a zero output (nothing to read).
+                A row with no True entry reads nothing: its heads are zero, so only W^O's bias is added.
             distance: (T, S) or (B, T, S), t - s in tokens; used by ``recency_bias``.
         Returns:
             delta, (B, T, D_B). While ``hook_attention`` is hooked the weights (B, H, T, S) are
@@ -119,7 +119,7 @@ class Bridge(nn.Module):
         dtype = self.query.weight.dtype
         q = self._split_heads(self.query(self._normalized(anchor_states.to(dtype))))  # (B, H, T, d)
         readable = mask.any(dim=-1, keepdim=True)  # (B, T, 1)
-        # Rows with nothing to read may see everything (avoids NaN); their output is zeroed below.
+        # Rows with nothing to read may see everything (avoids NaN); their heads are zeroed below.
         attn_mask = (mask | ~readable).unsqueeze(1)  # (B, 1, T, S)
         if self.recency is not None:
             slopes = F.softplus(self.recency).view(-1, 1, 1)  # (H, 1, 1)

@@ -9,6 +9,7 @@ the config names its variant, and loading builds that class.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
@@ -92,10 +93,9 @@ class CALMConfig:
         return [BridgeSpec(a, i, j) for a, layer_map in enumerate(self.layer_maps) for i, j in layer_map.pairs]
 
     def to_dict(self) -> dict:
-        """What ``calm_config.json`` holds."""
-        data = asdict(self)
-        data["layer_maps"] = [{"augmenting": list(m.augmenting), "anchor": list(m.anchor)} for m in self.layer_maps]
-        return {"format": FORMAT, "version": VERSION, **data}
+        """What ``calm_config.json`` holds (plain JSON values)."""
+        data = {"format": FORMAT, "version": VERSION, **asdict(self)}
+        return json.loads(json.dumps(data))
 
     @classmethod
     def from_dict(cls, data: dict) -> "CALMConfig":
