@@ -12,7 +12,7 @@ from datasets import Dataset
 from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from ...models import cached_model, default_cache_dir, llama_config, settings_key
-from ...training import TargetsOnlyLoss, train
+from ...training import TargetsOnlyLoss, pad, train
 from .config import AugmentingConfig
 from .world import World, WorldConfig, augmenting_corpus
 
@@ -27,13 +27,9 @@ def encode_corpus(corpus: Dataset, tokenizer: PreTrainedTokenizerBase) -> dict[s
     its characters overlap a target span (`` Tavrik.``), -100 elsewhere.
     """
     encoded = tokenizer(list(corpus["text"]), return_offsets_mapping=True, add_special_tokens=False)
-    width = max(map(len, encoded["input_ids"]))
-    ids = torch.full((len(corpus), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
+    ids, mask = pad(encoded["input_ids"], tokenizer.pad_token_id)
     labels = torch.full_like(ids, -100)
     for i, (row, offsets, spans) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"], corpus["targets"])):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
         for t, (start, end) in enumerate(offsets):
             if any(end > a and start < b for a, b in spans):
                 labels[i, t] = row[t]

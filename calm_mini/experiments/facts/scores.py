@@ -8,6 +8,7 @@ from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ...core import positions_from_mask
 from ...crosstok.model import common_prefix
 from ...evaluation import generate_answers, greedy_tokens
 from .bridges import encode_chat
@@ -28,7 +29,7 @@ def target_accuracy(model, tokenizer: PreTrainedTokenizerBase, contexts: list[st
                            ended=[False] * len(contexts[start:start + batch_size]))
         labels = data["labels"]  # (B, W), W = longest target + 1
         mask = data["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = positions_from_mask(mask, 0, mask.shape[1], mask.device)
         logits = model(data["input_ids"], attention_mask=mask, position_ids=positions,
                        logits_to_keep=labels.shape[1]).logits  # (B, W, V)
         predicted, wanted = logits[:, :-1].argmax(-1), labels[:, 1:]  # position t predicts t+1
