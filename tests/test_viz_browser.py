@@ -53,6 +53,7 @@ def page():
 @pytest.fixture(scope="module")
 def explorer_file(tmp_path_factory):
     anchor, augmenting = make_pair("llama<-gpt2")
+    torch.manual_seed(0)  # the bridges' initial weights: the same explorer on every run
     model = randomise_bridges(compose(anchor, augmenting, layers=Evenly(2)))
     with torch.no_grad():  # tiny random models attend almost uniformly; sharpen so heads look different
         for bridge in model.bridges:
