@@ -1,8 +1,9 @@
 """The committed notebooks stay clean and follow the kit's notebook layout.
 
 Clean: valid nbformat 4, no outputs, no execution counts, minimal metadata, no local paths.
-Layout: first cell markdown with a Colab badge; second cell detects the environment, sets the
-plotly renderer and seeds; a parameters cell with SETTING; exercises with hidden solutions.
+Layout: first cell markdown with a Colab badge; second cell installs the kit on Colab and imports
+the one setup call (``calm_mini.viz.notebook.setup``); a ``parameters`` cell that only chooses
+SETTING; the next code cell calls ``setup(SETTING)``; exercises with hidden solutions.
 Fix a dirty notebook with ``python notebooks/clean.py`` (local paths you must remove by hand).
 """
 
@@ -30,6 +31,15 @@ def read(path):
 
 def code_cells(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
+
+
+# The parameters cell's one line of code (papermill-style).
+PARAMETER = r'SETTING\s*=\s*os\.environ\.get\(\s*"CALM_MINI_SETTING"\s*,\s*"classroom"\s*\)\s*(#.*)?'
+
+
+def code_lines(source):
+    """The lines of ``source`` that are code: not blank, not only a comment."""
+    return [line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 @pytest.fixture(params=NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -87,19 +97,34 @@ def test_first_cell_is_markdown_with_colab_badge(path):
 
 def test_second_cell_sets_up_the_environment(path):
     second = read(path).cells[1]
-    assert second.cell_type == "code"
-    for call in ("detect_environment()", "set_renderer()", "torch.manual_seed(", "google.colab"):
-        assert call in second.source, f"{path.name}: the second (setup) cell should call {call}"
+    assert second.cell_type == "code", f"{path.name}: the second cell is the setup cell"
+    source = second.source
+    assert "google.colab" in source and "pip install" in source, (
+        f"{path.name}: the second (setup) cell should install the kit on Colab only "
+        f"(`%pip install` under `if \"google.colab\" in sys.modules:`)"
+    )
+    assert re.search(r"^from calm_mini\.viz\.notebook import setup$", source, re.M), (
+        f"{path.name}: the second (setup) cell should import the one setup call: from calm_mini.viz.notebook import setup"
+    )
 
 
 def test_parameters_cell(path):
-    cells = [c for c in code_cells(read(path)) if re.search(r"^SETTING\s*=", c.source, re.M)]
-    assert cells, f"{path.name}: needs a parameters cell assigning SETTING"
-    source = cells[0].source
-    assert "CALM_MINI_SETTING" in source and '"classroom"' in source and '"full"' in source, (
-        f"{path.name}: SETTING must default to \"classroom\", allow \"full\", and read CALM_MINI_SETTING"
+    cells = read(path).cells
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: tag exactly one cell 'parameters' (papermill-style), not {len(tagged)}"
+    cell = cells[tagged[0]]
+    assert cell.cell_type == "code", f"{path.name}: the parameters cell must be code"
+    lines = code_lines(cell.source)
+    assert len(lines) == 1 and re.fullmatch(PARAMETER, lines[0]), (
+        f"{path.name}: the parameters cell only assigns SETTING = os.environ.get(\"CALM_MINI_SETTING\", \"classroom\") "
+        f"(what depends on the setting goes in the next cell, after setup)"
     )
-    assert "parameters" in cells[0].metadata.get("tags", []), f"{path.name}: tag the parameters cell 'parameters'"
+    assert '"full"' in cell.source, f"{path.name}: the parameters cell should say that \"full\" is the other setting"
+    after = [c for c in cells[tagged[0] + 1:] if c.cell_type == "code"]
+    first = code_lines(after[0].source)[:1] if after else []
+    assert first and re.match(r"nb\s*=\s*setup\(SETTING\)", first[0]), (
+        f"{path.name}: the first code cell after the parameters cell should start with nb = setup(SETTING)"
+    )
 
 
 def test_exercises_with_hidden_solutions(path):

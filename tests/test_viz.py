@@ -153,6 +153,28 @@ def test_set_renderer_honours_plotly_renderer(monkeypatch):
     assert viz.set_renderer("json") == "json"
 
 
+def test_notebook_setup_finds_the_folders_and_refuses_a_bad_setting(tmp_path, monkeypatch):
+    from calm_mini.viz.notebook import setup
+
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)
+    monkeypatch.delenv("CALM_MINI_SETTING", raising=False)
+    threads = torch.get_num_threads()
+    (tmp_path / "calm_mini").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    try:
+        monkeypatch.chdir(tmp_path / "notebooks")  # a notebook inside a checkout
+        nb = setup()
+        assert (nb.setting, nb.device) == ("classroom", "cpu")
+        assert (nb.assets, nb.runs, nb.figures) == (tmp_path / "assets", tmp_path / "runs", tmp_path / "runs" / "figures")
+        monkeypatch.chdir(tmp_path / "elsewhere")  # e.g. Colab: no checkout, so no assets
+        assert setup().assets is None
+        with pytest.raises(ValueError, match="CALM_MINI_SETTING"):
+            setup("large")
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- explorer logic
 def test_analysis_matches_the_models(model, analysis):
     ids = torch.tensor([PROMPT])

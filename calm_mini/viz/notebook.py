@@ -27,8 +27,8 @@ class Notebook:
     setting: "classroom" (a CPU, minutes; what CI runs) or "full" (a GPU, larger settings).
     device: "cuda" for the full setting when a GPU is visible, else "cpu".
     environment: "colab", "vscode", "jupyter", "ci" or "python"; renderer: plotly's.
-    figures: where :meth:`save` writes offline HTML (ignored by git); assets: the repository's
-        ``assets/`` (``None`` outside a checkout, e.g. on Colab).
+    figures: where :meth:`save` writes offline HTML (ignored by git), inside :attr:`runs`;
+        assets: the repository's ``assets/`` (``None`` outside a checkout, e.g. on Colab).
     """
 
     setting: str
@@ -47,6 +47,12 @@ class Notebook:
             written.append(self.assets / f"{name}.json")
             fig.write_json(written[-1])
         return [p.name for p in written]
+
+    @property
+    def runs(self) -> Path:
+        """Where a notebook writes what it makes besides figures (saved bridges, reports):
+        ``runs/``, the parent of :attr:`figures`, which git ignores."""
+        return self.figures.parent
 
     def __str__(self) -> str:
         from .. import __version__
