@@ -3,11 +3,13 @@ seeded stream of index batches (with optional length bucketing) that the loop tr
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
-from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # only a type here: the benchmarks import calm_mini.training on an image without datasets
+    from datasets import Dataset
 
 
 def pad(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ from ...core import ComposedModel, Reading, SequenceState, positions_from_mask
 from ...models import tiny_like
 from ...training import encode_examples, pad
 from ..reports import jsonable, write_report
-from .base_models import build_base_models, load_or_train
+from .base_models import BaseModels, build_base_models, load_or_train
 from .run import TASKS, ExperimentConfig, compose_kv, evaluate, save_figures, train_bridges
 
 
@@ -102,6 +102,25 @@ def encode_with_prompts(dataset, tokenizer) -> dict[str, torch.Tensor]:
     return data
 
 
+def train_and_score(
+    model: nn.Module, base: BaseModels, cfg: ExperimentConfig, data: dict[str, torch.Tensor] | None = None,
+    tasks: dict[str, str] = TASKS, progress: bool = True, desc: str = "bridges",
+) -> dict:
+    """Train ``model``'s trainable parameters on D_C (``data``, default D_C encoded) with
+    ``cfg.bridges`` but no evaluation during training, then score it on ``tasks``.
+
+    Returns ``{task: exact match %, ..., "trainable": parameters trained, "final_loss": ...,
+    "seconds": training and scoring}`` — one row of the ablation tables.
+    """
+    start = time.perf_counter()
+    log = train_bridges(model, base, replace(cfg, bridges=replace(cfg.bridges, eval_every=0)), data=data,
+                        progress=progress, desc=desc)
+    scores = evaluate({desc: model}, base, cfg.eval_batch_size, tasks)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {t: scores[t][desc] for t in tasks} | {
+        "trainable": trainable, "final_loss": round(log[-1]["loss"], 4), "seconds": round(time.perf_counter() - start)}
+
+
 def ablations(
     cfg: ExperimentConfig, assets: str | Path = "assets", cache_dir: str | Path | None = None,
     progress: bool = True, placements: dict | None = None,
@@ -117,13 +136,7 @@ def ablations(
     variants: dict[str, dict] = {}
 
     def run(name: str, model: nn.Module, data=None) -> None:
-        start = time.perf_counter()
-        log = train_bridges(model, base, replace(cfg, bridges=replace(cfg.bridges, eval_every=0)), data=data,
-                            progress=progress, desc=name)
-        scores = evaluate({name: model}, base, cfg.eval_batch_size, tasks)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        variants[name] = {t: scores[t][name] for t in tasks} | {
-            "trainable": trainable, "final_loss": round(log[-1]["loss"], 4), "seconds": round(time.perf_counter() - start)}
+        variants[name] = train_and_score(model, base, cfg, data, tasks, progress, desc=name)
 
     calm = compose_kv(base, cfg)
     run("CALM", calm)
@@ -143,12 +156,10 @@ def ablations(
         for recency in (False, True):
             model = compose_kv(base, replace(cfg, recency_bias=recency), layers=layers)
             label = f"{name}{' + recency' if recency else ''}"
-            log = train_bridges(model, base, replace(cfg, bridges=replace(cfg.bridges, eval_every=0)),
-                                progress=progress, desc=label)
-            scores = evaluate({label: model}, base, cfg.eval_batch_size, tasks)
-            placement[label] = {t: scores[t][label] for t in tasks} | {
+            row = train_and_score(model, base, cfg, tasks=tasks, progress=progress, desc=label)
+            placement[label] = {t: row[t] for t in tasks} | {
                 "bridges": len(layers), "layers": [list(p) for p in layers], "recency_bias": recency,
-                "trainable": model.num_bridge_parameters(), "final_loss": round(log[-1]["loss"], 4)}
+                "trainable": row["trainable"], "final_loss": row["final_loss"]}
     report = {"setting": cfg.setting, "config": jsonable(cfg), "budget": budget, "variants": variants,
               "placement": placement}
     write_report(report, Path(assets) / "kv_ablations.json")
