@@ -77,6 +77,16 @@ def test_no_local_paths(path):
     assert not found, f"{path.name} contains local paths {found}: use paths relative to the notebook"
 
 
+# Module paths of the flat layout before the reorganisation: they still import (with a warning,
+# which pytest's filter hides), so only this test keeps a notebook from teaching them.
+OLD_MODULES = re.compile(r"calm_mini\.(compose|train|evaluate|experiment|basemodels|facts|data|catalogue|layers|bridge|files)\b")
+
+
+def test_notebooks_use_the_current_module_paths(path):
+    old = sorted({m.group(0) for c in read(path).cells for m in OLD_MODULES.finditer(c.source)})
+    assert not old, f"{path.name} uses old module paths {old}; see README's Layout for the new ones"
+
+
 def test_nbval_markers_stand_alone(path):
     """nbval only sees a marker alone on its line: `# NBVAL_IGNORE_OUTPUT (why)` is silently ignored."""
     lines = [line.strip() for c in code_cells(read(path)) for line in c.source.splitlines() if "NBVAL_" in line]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ...core import positions_from_mask
 from ...training import left_pad
 
 
@@ -20,7 +21,7 @@ def next_tokens(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: l
     out = []
     for start in range(0, len(prompts), batch_size):
         ids, mask = left_pad(tokenizer(prompts[start : start + batch_size])["input_ids"], tokenizer.pad_token_id)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = positions_from_mask(mask, 0, mask.shape[1], mask.device)
         logits = model(ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                        logits_to_keep=1).logits  # (B, 1, V)
         out += tokenizer.batch_decode(logits[:, -1].argmax(-1)[:, None])
