@@ -4,6 +4,13 @@
     python -m calm_mini ablations   same budget: random/vanilla/encoder m_A, LoRA, fine-tuned m_B, placement
     python -m calm_mini demo        compose SmolLM2 with a tiny model; print the layer map and a generation
     python -m calm_mini facts       SmolLM2 learns fictional facts from a small augmenting model (offline)
+    python -m calm_mini keys-chars  SmolLM2 reads a character-level model's memory across tokenizers (offline)
+
+Your own models on your own data (folders, hub names or smollm2-135m-offline; JSON/JSONL/CSV/Parquet/text):
+
+    python -m calm_mini train --anchor A --augmenting M --data train.jsonl --format chat --output runs/mine
+    python -m calm_mini evaluate --bridges runs/mine --data test.jsonl --format chat --metric chrf
+    python -m calm_mini generate --bridges runs/mine --prompt "…"
 
 Several processes (DDP through accelerate), on GPUs, and on a CPU without MPI:
 
@@ -109,6 +116,59 @@ def facts(args: argparse.Namespace) -> None:
     print(f"\nresults: {Path(args.assets) / 'facts_results.json'}")
 
 
+def keys_chars(args: argparse.Namespace) -> None:
+    from .experiments.keys_chars import KeysCharsConfig, format_report, run
+    from .experiments.keys_chars.run import RESULTS
+
+    cfg = KeysCharsConfig.named(args.setting)
+    if args.steps is not None:
+        cfg = replace(cfg, bridges=replace(cfg.bridges, steps=args.steps))
+    report = run(cfg, assets=args.assets, cache_dir=args.cache_dir, progress=not args.quiet)
+    print(format_report(report))
+    print(f"\nresults: {Path(args.assets) / RESULTS}")
+
+
+def train(args: argparse.Namespace) -> None:
+    from .training.run import CHECKPOINTS, train_bridges
+
+    report = train_bridges(args.anchor, args.augmenting, args.data, args.format, args.output, layers=args.layers,
+                           steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
+                           bf16=args.bf16, eval_data=args.eval_data, eval_every=args.eval_every,
+                           checkpoint_every=args.checkpoint_every, seed=args.seed, stop_at=args.stop_at,
+                           push_to_hub=args.push_to_hub, progress=not args.quiet)
+    print(f"{len(report['layer_map'])} bridges ({report['bridge_parameters']:,} parameters), layer map "
+          f"(augmenting, anchor) {[tuple(p) for p in report['layer_map']]}; {report['examples']} examples "
+          f"({report['truncated']} cut at {args.max_length} tokens, {report['dropped']} dropped)")
+    if "stopped_at" in report:
+        print(f"stopped at step {report['stopped_at']} of {args.steps}; the checkpoint is in "
+              f"{Path(args.output) / CHECKPOINTS}: run the command again without --stop-at to continue.")
+        return
+    losses = f"final loss {report['final_loss']:.4f}" if report["final_loss"] is not None else "no loss logged"
+    if report["eval_loss"] is not None:
+        losses += f", validation loss {report['eval_loss']:.4f}"
+    print(f"{report['steps']} steps, {losses}; saved to {args.output} (bridges.safetensors, calm_config.json, "
+          f"README.md, calm_train.json)" + (f"; pushed to {report['hub']}" if "hub" in report else ""))
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from .evaluation.run import evaluate_bridges
+
+    result = evaluate_bridges(args.bridges, args.data, args.format, args.metric, anchor=args.anchor,
+                              augmenting=args.augmenting, max_new_tokens=args.max_new_tokens,
+                              batch_size=args.batch_size, timeout=args.timeout, memory_mb=args.memory_mb,
+                              workers=args.workers, output_json=args.json)
+    scale = "%" if args.metric in ("exact", "pass@1") else ""
+    value = 100 * result["score"] if scale else result["score"]
+    print(f"{args.metric}: {value:.2f}{scale} on {result['examples']} examples"
+          + (f" (written to {args.json})" if args.json else ""))
+
+
+def generate(args: argparse.Namespace) -> None:
+    from .evaluation.run import generate_text
+
+    print(generate_text(args.bridges, args.prompt, args.max_new_tokens, anchor=args.anchor, augmenting=args.augmenting))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m calm_mini", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,15 +205,74 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads (2 on an otherwise idle 2-core machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=facts)
+    p = commands.add_parser("keys-chars", help="SmolLM2 + a character-level model, across tokenizers (offline)")
+    p.add_argument("--setting", default="classroom", choices=["classroom", "full"],
+                   help="classroom (a CPU, a few minutes) or full (GPU)")
+    p.add_argument("--steps", type=int, help="bridge training steps (default: the setting's)")
+    p.add_argument("--assets", default="assets", help="where keys_chars_results.json goes")
+    p.add_argument("--cache-dir", help="character-model cache (default $CALM_MINI_CACHE or ~/.cache/calm_mini)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small models here)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=keys_chars)
+    _own_commands(commands)
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         parser.exit(2, f"error: {err}\n")
     except KeyboardInterrupt:
         parser.exit(130, "\ninterrupted: the last complete checkpoint is intact; run the same command to resume.\n")
+
+
+def _own_commands(commands) -> None:
+    """``train``, ``evaluate`` and ``generate``: your own models on your own data."""
+    p = commands.add_parser("train", help="train bridges between your models on your data; rerun to resume")
+    p.add_argument("--anchor", required=True, help="the anchor m_B: a model folder, a hub name or smollm2-135m-offline")
+    p.add_argument("--augmenting", required=True, help="the augmenting m_A: a model folder, a hub name, …")
+    p.add_argument("--data", required=True, help="a .json/.jsonl/.csv/.parquet/.txt file or a hub dataset")
+    p.add_argument("--format", required=True, help="text (column text), completion (prompt, completion) or chat "
+                                                   "(messages; the loss on assistant turns)")
+    p.add_argument("--output", required=True, help="folder for the bridges, the model card and checkpoints")
+    p.add_argument("--layers", type=int, default=4, help="a bridge from every k-th augmenting layer (default 4)")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per example; longer ones are cut")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 base weights and autocast (GPU)")
+    p.add_argument("--eval-data", help="validation data in the same format: its loss is logged")
+    p.add_argument("--eval-every", type=int, default=0, help="validation every N steps (default: at the end)")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop-at", type=int, help="stop after this step, as if interrupted (rerun to continue)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the folder to this hub repository (online)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=train)
+    p = commands.add_parser("evaluate", help="score trained bridges on your data")
+    p.add_argument("--bridges", required=True, help="the --output folder of train")
+    p.add_argument("--data", required=True, help="a .json/.jsonl/.csv/.parquet file or a hub dataset")
+    p.add_argument("--format", required=True, help="completion or chat")
+    p.add_argument("--metric", default="exact", help="exact, chrf, chrf++ or pass@1 (runs the generated code!)")
+    p.add_argument("--anchor", help="instead of the anchor named in the folder's calm_train.json")
+    p.add_argument("--augmenting", help="instead of the augmenting model named in calm_train.json")
+    p.add_argument("--max-new-tokens", type=int, help="default: the longest reference + 1")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--timeout", type=float, default=10.0, help="pass@1: seconds per program")
+    p.add_argument("--memory-mb", type=int, default=1024, help="pass@1: memory limit per program")
+    p.add_argument("--workers", type=int, default=1, help="pass@1: programs run at once")
+    p.add_argument("--json", help="also write the score and the predictions to this JSON file")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.set_defaults(run=evaluate)
+    p = commands.add_parser("generate", help="continue a prompt with trained bridges")
+    p.add_argument("--bridges", required=True, help="the --output folder of train")
+    p.add_argument("--prompt", required=True, help="a user turn in the anchor's chat template if it has one")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--anchor", help="instead of the anchor named in calm_train.json")
+    p.add_argument("--augmenting", help="instead of the augmenting model named in calm_train.json")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.set_defaults(run=generate)
 
 
 if __name__ == "__main__":

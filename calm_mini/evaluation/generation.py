@@ -1,4 +1,4 @@
-"""Evaluation: greedy generation in batches, and exact match of the answers.
+"""Greedy generation in batches, exact match of the answers, and prompts in a chat template.
 
 Works with any model that has a Hugging Face–style ``generate`` — a base model or the composed
 CALM model — because it only calls
@@ -12,7 +12,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from .training.batching import left_pad
+from ..training.batching import left_pad
 
 
 def _decode_until_eos(new_tokens: list[list[int]], tokenizer: PreTrainedTokenizerBase) -> list[str]:
@@ -68,3 +68,19 @@ def exact_match(
     predictions = generate_answers(model, tokenizer, prompts, batch_size, max_new_tokens)
     hits = sum(p == a for p, a in zip(predictions, dataset["answer"]))
     return hits / len(dataset)
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> str:
+    """``messages`` rendered with the tokenizer's chat template, ending with the generation prompt
+    (tokenise it with ``add_special_tokens=False``: the template writes its own)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def cut_at_turn_end(tokenizer: PreTrainedTokenizerBase, answer: str) -> str:
+    """``answer`` up to the text the chat template writes after an assistant message (e.g.
+    ``<|im_end|>``), for tokenizers whose end of turn is not their EOS token."""
+    marker = "\x00answer\x00"
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
+                                             tokenize=False)
+    end = rendered.split(marker, 1)[1].strip() if marker in rendered else ""
+    return answer.split(end, 1)[0] if end else answer
