@@ -92,11 +92,16 @@ def build_composition(args: argparse.Namespace):
     augmenting = build_model(args.augmenting, dtype, args.device, seed=2)
     model = compose(anchor, augmenting, layers=args.layers)
     model.bridges.float()
+    randomize_outputs(model)
+    return model, anchor, augmenting
+
+
+def randomize_outputs(model, seed: int = 0) -> None:
+    """Random output projections W^O (N(0, 0.02), seeded) for the bridges, which start at zero."""
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         for bridge in model.bridges:
             bridge.out.weight.normal_(0, 0.02)
-    return model, anchor, augmenting
 
 
 def training_setup(args: argparse.Namespace):

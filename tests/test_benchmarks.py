@@ -120,3 +120,25 @@ def test_live_tensor_bytes_counts_allocations_and_frees():
     assert tracker.live == 8000  # a and c still alive
     del a, view, c
     assert tracker.live == 0
+
+
+def test_hot_path_writes_forward_and_decode_ratios(tmp_path):
+    r = run_quick("hot_path.py", tmp_path / "hot_path.json", expect="decode ratio")
+    assert r["benchmark"] == "hot_path" and r["environment"]["threads"] == 1
+    assert r["targets"] == {"forward_ratio_at_most": 1.05, "decode_ratio_at_least": 0.97}
+    (pair,) = r["pairs"].values()
+    assert len(pair["layer_map"]) == 2  # two bridges
+    figures = [pair["forward"], *pair["decode"].values()]
+    assert [int(n) for n in pair["decode"]] == r["setting"]["new_tokens"]
+    for i, f in enumerate(figures):
+        s = f["seconds"]
+        assert set(s) == {"composed", "anchor", "augmenting", "bridges"} and all(t > 0 for t in s.values())
+        parts = s["anchor"] + s["augmenting"]
+        if i == 0:  # forward: composed ÷ parts
+            assert f["ratio"] == pytest.approx(s["composed"] / parts)
+            assert f["floor"] == pytest.approx((parts + s["bridges"]) / parts)
+        else:  # decode: parts ÷ composed
+            assert f["ratio"] == pytest.approx(parts / s["composed"])
+            assert f["floor"] == pytest.approx(parts / (parts + s["bridges"]))
+    composed = [f["seconds"]["composed"] for f in figures[1:]]
+    assert composed == sorted(composed)  # seconds for the first N tokens grow with N

@@ -90,3 +90,22 @@ def test_hook_points_see_and_change_what_flows():
     handle = bridge.hook_output.register_forward_hook(lambda m, a, y: torch.zeros_like(y))
     assert torch.equal(bridge(h_b, *bridge.keys_values(h_a), mask), torch.zeros(1, 3, D_B)), "a hook replaces the output"
     handle.remove()
+
+
+@pytest.mark.parametrize("recency_bias", [False, True])
+@pytest.mark.parametrize("past, new", [(0, 12), (11, 1), (8, 4)])
+def test_no_mask_is_the_causal_mask_bit_for_bit(past, new, recency_bias):
+    """mask=None (nothing padded) leaves the causal order to attention itself: the same numbers
+    as the explicit mask s ≤ t, bit for bit, forward and backward."""
+    bridge = random_bridge(recency_bias=recency_bias)
+    t, s = torch.arange(past, past + new)[:, None], torch.arange(past + new)
+    explicit = (s <= t).expand(2, new, past + new)  # (B, T, S)
+    h_b, h_a = torch.randn(2, new, D_B), torch.randn(2, past + new, D_A)
+    results = []
+    for mask in (None, explicit):
+        bridge.zero_grad()
+        delta = bridge(h_b, *bridge.keys_values(h_a), mask, (t - s).float())
+        delta.square().sum().backward()
+        results.append([delta, *(p.grad for p in bridge.parameters())])
+    for fast, masked in zip(*results):
+        assert torch.equal(fast, masked)

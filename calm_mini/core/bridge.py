@@ -9,7 +9,8 @@ For a pair of layers (i, j) of the augmenting model m_A and the anchor m_B::
 
 W^O starts at zero, so a freshly composed model computes exactly what the anchor computes.
 Which augmenting positions an anchor position may read (causal order, padding) comes in as a
-boolean mask built by :mod:`calm_mini.core.state`; this module only attends.
+boolean mask built by :mod:`calm_mini.core.state`, or as ``None`` for the plain causal order
+with nothing padded; this module only attends.
 
 Two options of the kit's own, off by default (the README says what each buys):
 
@@ -100,7 +101,7 @@ class Bridge(nn.Module):
         anchor_states: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None = None,
         distance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The bridge's contribution f_cross(f_proj(H_A^i), H_B^j), to be added to H_B^j.
@@ -110,14 +111,24 @@ class Bridge(nn.Module):
             keys, values: from :meth:`keys_values`, (B, H, S, d).
             mask: (B, T, S) bool, True where anchor position t may read augmenting position s.
                 A row with no True entry reads nothing: its heads are zero, so only W^O's bias is added.
+                ``None``: the plain causal order, nothing padded (the T anchor positions are the
+                last T of the S, and each reads the positions up to its own).
             distance: (T, S) or (B, T, S), t - s in tokens; used by ``recency_bias``.
         Returns:
             delta, (B, T, D_B). While ``hook_attention`` is hooked the weights (B, H, T, S) are
             computed explicitly and pass through it (a hook may change them).
         """
         B, T, D = anchor_states.shape
+        S = keys.shape[2]
         dtype = self.query.weight.dtype
         q = self._split_heads(self.query(self._normalized(anchor_states.to(dtype))))  # (B, H, T, d)
+        if mask is None and T in (1, S) and self.recency is None and not self.hook_attention.active:
+            # Attention's own causal masking (one query reads all S): on CPU the same numbers as
+            # the explicit mask below, bit for bit (tests/test_composed.py), without building it.
+            heads = F.scaled_dot_product_attention(q, keys, values, is_causal=T > 1)  # (B, H, T, d)
+            return self._output(heads.transpose(1, 2).reshape(B, T, D), anchor_states)
+        if mask is None:
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T).expand(B, T, S)
         readable = mask.any(dim=-1, keepdim=True)  # (B, T, 1)
         # Rows with nothing to read may see everything (avoids NaN); their heads are zeroed below.
         attn_mask = (mask | ~readable).unsqueeze(1)  # (B, 1, T, S)
@@ -135,8 +146,11 @@ class Bridge(nn.Module):
             heads = weights @ values
         else:
             heads = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)
-        heads = heads.transpose(1, 2).reshape(B, T, D) * readable  # (B, T, D_B)
+        return self._output(heads.transpose(1, 2).reshape(B, T, D) * readable, anchor_states)
+
+    def _output(self, heads: torch.Tensor, anchor_states: torch.Tensor) -> torch.Tensor:
+        """W^O applied to the concatenated heads (B, T, D_B), in the anchor's dtype."""
         delta = self.out(heads)  # (B, T, D_B)
         if self.normalize_inputs:  # in units of each anchor state's RMS, a constant for backward
-            delta = delta * anchor_states.to(dtype).pow(2).mean(-1, keepdim=True).sqrt().detach()
+            delta = delta * anchor_states.to(self.query.weight.dtype).pow(2).mean(-1, keepdim=True).sqrt().detach()
         return self.hook_output(delta.to(anchor_states.dtype))

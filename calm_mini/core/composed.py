@@ -61,6 +61,8 @@ class ComposedModel(nn.Module):
                    config.recency_bias, config.normalize_inputs)
             for s in self.specs
         ).to(device=next(anchor.parameters()).device, dtype=config.dtype)
+        self._bridges_into = {j: [b for b, s in enumerate(self.specs) if s.anchor_layer == j]
+                              for j in sorted({s.anchor_layer for s in self.specs})}  # anchor layer -> its bridges
         self.hook_reading = HookPoint()  # what each call's anchor tokens read (a Reading)
         self._base_flags = {id(p): p.requires_grad for m in (anchor, *augmenting) for p in m.parameters()}
         for base in (anchor, *augmenting):
@@ -119,7 +121,7 @@ class ComposedModel(nn.Module):
             input_ids, position_ids: (B, T) the new tokens; attention_mask (B, past+T) or None.
         Returns: a :class:`Reading`; the new keys/values are appended to ``sequence``.
         """
-        past, (batch, new) = sequence.length, input_ids.shape
+        past, new = sequence.length, input_ids.shape[1]
         states = [self.augmenting_states(a, input_ids, attention_mask, position_ids, sequence.augmenting_caches[a])
                   for a in range(len(self.augmenting))]
         if not sequence.keys:
@@ -136,7 +138,7 @@ class ComposedModel(nn.Module):
             device = input_ids.device
             distance = torch.arange(past, past + new, device=device)[:, None] - torch.arange(past + new, device=device)
         return Reading([k.filled for k in sequence.keys], [v.filled for v in sequence.values],
-                       causal_mask(attention_mask, past, new, batch, input_ids.device), distance, past)
+                       causal_mask(attention_mask, past, new, input_ids.device), distance, past)
 
     @torch.no_grad()
     def augmenting_states(self, a: int, input_ids, attention_mask, position_ids, cache) -> dict[int, torch.Tensor]:
@@ -159,7 +161,7 @@ class ComposedModel(nn.Module):
     def _attached(self) -> Iterator[None]:
         """Hooks on the anchor for the duration of one composed call, always removed."""
         handles = [self.anchor.register_forward_pre_hook(self._prepare, with_kwargs=True)]
-        for j in sorted({s.anchor_layer for s in self.specs}):
+        for j in self._bridges_into:
             handles.append(on_layer_output(self.anchor_layers, j, functools.partial(self._bridged, j)))
         recompute = self._checkpointing and self.training and torch.is_grad_enabled()
         try:
@@ -207,10 +209,10 @@ class ComposedModel(nn.Module):
 
     def _bridged(self, j: int, hidden: torch.Tensor) -> torch.Tensor:
         """H_B^j + the outputs of the bridges into anchor layer ``j``; hidden is (B, T, D_B)."""
-        r, delta = self._reading, 0
-        for b, (spec, bridge) in enumerate(zip(self.specs, self.bridges)):
-            if spec.anchor_layer == j:
-                delta = delta + bridge(hidden, r.keys[b], r.values[b], r.mask, r.distance)
+        r, delta = self._reading, None
+        for b in self._bridges_into[j]:
+            out = self.bridges[b](hidden, r.keys[b], r.values[b], r.mask, r.distance)  # (B, T, D_B)
+            delta = out if delta is None else delta + out
         return hidden + delta
 
     # ------------------------------------------------------------------ observing it

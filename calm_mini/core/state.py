@@ -31,16 +31,19 @@ def positions_from_mask(attention_mask: torch.Tensor | None, past: int, new: int
     return positions.masked_fill(attention_mask == 0, 0)[:, -new:]
 
 
-def causal_mask(attention_mask: torch.Tensor | None, past: int, new: int, batch: int, device) -> torch.Tensor:
+def causal_mask(attention_mask: torch.Tensor | None, past: int, new: int, device) -> torch.Tensor | None:
     """(B, new, past+new) bool: anchor position t reads augmenting position s iff s ≤ t and
-    both are real tokens (``attention_mask`` (B, past+new), 1 for real tokens)."""
+    both are real tokens (``attention_mask`` (B, past+new), 1 for real tokens).
+
+    ``None`` when no token is padding: the plain causal order, which the bridges then leave to
+    attention's own causal masking instead of building this tensor at every decoding step.
+    """
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
     query = torch.arange(past, past + new, device=device)
     key = torch.arange(past + new, device=device)
-    allowed = (key[None, :] <= query[:, None]).expand(batch, new, past + new)
-    if attention_mask is not None:
-        real = attention_mask.bool()
-        allowed = allowed & real[:, None, :] & real[:, -new:, None]
-    return allowed
+    real = attention_mask.bool()  # (B, past+new)
+    return (key[None, :] <= query[:, None]) & real[:, None, :] & real[:, -new:, None]  # (B, new, past+new)
 
 
 def check_inputs(input_ids, attention_mask, past: int, readers: dict[str, ModelShape], whose: str) -> None:
@@ -57,7 +60,8 @@ def check_inputs(input_ids, attention_mask, past: int, readers: dict[str, ModelS
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)} "
                          f"(plus {past} cached tokens) need ({batch}, {past + new}).")
     vocab = min(shape.vocab_size for shape in readers.values())
-    if input_ids.min() < 0 or input_ids.max() >= vocab:
+    low, high = (bound.item() for bound in input_ids.aminmax())  # one pass over the ids
+    if low < 0 or high >= vocab:
         raise ValueError(f"input_ids hold ids outside 0..{vocab - 1}, {whose}.")
 
 
@@ -116,7 +120,9 @@ class Reading:
     """What the ``new`` anchor tokens of one call read, per bridge.
 
     keys, values: per bridge, (B, H, S, d).
-    mask: (B, new, S) bool, which of the S augmenting positions each anchor token may read.
+    mask: (B, new, S) bool, which of the S augmenting positions each anchor token may read;
+        ``None``: the plain causal order with nothing padded (the new tokens are the last
+        ``new`` of the S and read the positions up to their own).
     distance: (new, S) or (B, new, S), anchor position minus augmenting position (for the
         recency bias; ``None`` without it).
     past: anchor tokens before this call (0: a new sequence).
@@ -124,6 +130,6 @@ class Reading:
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
-    mask: torch.Tensor
+    mask: torch.Tensor | None
     distance: torch.Tensor | None
     past: int
