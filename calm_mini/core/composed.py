@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import weakref
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -32,9 +31,9 @@ from transformers import DynamicCache, PreTrainedModel
 from . import saving
 from .bridge import Bridge
 from .config import SHARED_TOKENS, CALMConfig, register_variant
-from .hooks import AttentionRecord, HookPoint, on_layer_output, scoped_hooks
-from .layers import ModelShape, decoder_layers, summary
-from .state import GrowingKV, Reading, SequenceState, causal_mask, check_inputs, check_length, positions_from_mask
+from .hooks import AttentionRecord, HookPoint, on_layer_output, scoped_hooks, states_after
+from .layers import decoder_layers, summary
+from .state import GrowingKV, Reading, Sequences, SequenceState, causal_mask, check_inputs, check_length, positions_from_mask
 
 
 @register_variant(SHARED_TOKENS)
@@ -64,10 +63,12 @@ class ComposedModel(nn.Module):
         self._bridges_into = {j: [b for b, s in enumerate(self.specs) if s.anchor_layer == j]
                               for j in sorted({s.anchor_layer for s in self.specs})}  # anchor layer -> its bridges
         self.hook_reading = HookPoint()  # what each call's anchor tokens read (a Reading)
+        readers = {"anchor": config.anchor, **{f"augmenting model {a}": m for a, m in enumerate(config.augmenting)}}
+        self._readers = readers if self.shares_tokens else {"anchor": config.anchor}  # who reads input_ids
         self._base_flags = {id(p): p.requires_grad for m in (anchor, *augmenting) for p in m.parameters()}
         for base in (anchor, *augmenting):
             base.requires_grad_(False).eval()
-        self._sequences: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # anchor cache -> its state
+        self._sequences = Sequences()  # the state of each cached sequence, by its anchor cache
         self._reading: Reading | None = None  # of the anchor call in progress
         self._checkpointing = False
 
@@ -87,7 +88,7 @@ class ComposedModel(nn.Module):
             the anchor's ``CausalLMOutputWithPast`` (logits (B, T, V), loss, cache).
         """
         past = cache.get_seq_length() if cache is not None else 0
-        self.check_inputs(input_ids, attention_mask, past)
+        check_inputs(input_ids, attention_mask, past, self._readers)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask, past, input_ids.shape[1], input_ids.device)
         with self._attached():
@@ -102,7 +103,7 @@ class ComposedModel(nn.Module):
 
         Returns: (B, T + new) ids, as the anchor's ``generate``.
         """
-        self.check_inputs(input_ids, attention_mask, 0)
+        check_inputs(input_ids, attention_mask, 0, self._readers)
         if (kwargs.get("num_beams") or self.anchor.generation_config.num_beams or 1) > 1:
             raise NotImplementedError("Beam search is not supported by the composed model (the augmenting caches "
                                       "would have to be reordered with the beams); use num_beams=1.")
@@ -140,21 +141,13 @@ class ComposedModel(nn.Module):
         return Reading([k.filled for k in sequence.keys], [v.filled for v in sequence.values],
                        causal_mask(attention_mask, past, new, input_ids.device), distance, past)
 
-    @torch.no_grad()
     def augmenting_states(self, a: int, input_ids, attention_mask, position_ids, cache) -> dict[int, torch.Tensor]:
-        """Run augmenting model ``a`` (its backbone, no LM head) on the new tokens; return the
-        hidden states (B, T, D_A) leaving each of its mapped layers (-1: the embeddings)."""
-        captured: dict[int, torch.Tensor] = {}
+        """Run augmenting model ``a`` (its backbone, no LM head, no grad) on the new tokens; return
+        the hidden states (B, T, D_A) leaving each of its mapped layers (-1: the embeddings)."""
         wanted = {s.augmenting_layer for s in self.specs if s.augmenting == a}
-        handles = [on_layer_output(self.augmenting_layers[a], i, functools.partial(captured.__setitem__, i))
-                   for i in wanted]
-        try:
-            self.augmenting[a].base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                          position_ids=position_ids, cache=cache, use_cache=cache is not None)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return captured
+        return states_after(self.augmenting[a].base_model, self.augmenting_layers[a], wanted, input_ids=input_ids,
+                            attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                            use_cache=cache is not None)
 
     # ------------------------------------------------------------------ the hooks of one call
     @contextlib.contextmanager
@@ -184,28 +177,14 @@ class ComposedModel(nn.Module):
         if cache is None and kwargs.get("use_cache", anchor.config.use_cache):
             cache = kwargs["cache"] = DynamicCache(config=anchor.config)
         past, new = (cache.get_seq_length() if cache is not None else 0), input_ids.shape[1]
-        self.check_length(past + new)
-        sequence = self._sequence_for(cache, past)
+        check_length(past + new, self._readers)
+        sequence = self._sequences.for_call(cache, past, self.augmenting)
         positions = kwargs.get("position_ids")
         if positions is None:
             positions = positions_from_mask(mask, past, new, input_ids.device)
         self._reading = self.hook_reading(self.read(sequence, input_ids, mask, positions))
         sequence.length = past + new
         return args, kwargs
-
-    def _sequence_for(self, cache, past: int) -> SequenceState:
-        """A fresh state for a new sequence (kept with ``cache``), or the one that follows ``cache``."""
-        if past == 0:
-            sequence = SequenceState([DynamicCache(config=m.config) if cache is not None else None
-                                      for m in self.augmenting])
-            if cache is not None:
-                self._sequences[cache] = sequence
-            return sequence
-        sequence = self._sequences.get(cache)
-        if sequence is None or sequence.length != past:
-            raise RuntimeError("This anchor cache was not made by this composed model's last call on it (the "
-                               "augmenting caches do not follow it). Start the sequence again without a cache.")
-        return sequence
 
     def _bridged(self, j: int, hidden: torch.Tensor) -> torch.Tensor:
         """H_B^j + the outputs of the bridges into anchor layer ``j``; hidden is (B, T, D_B)."""
@@ -306,22 +285,6 @@ class ComposedModel(nn.Module):
             ValueError: the base models do not fit the saved bridges, or the files are corrupt.
         """
         return saving.load_composition(cls, folder, anchor, augmenting, **variant_options)
-
-    # ------------------------------------------------------------------ checks
-    def check_inputs(self, input_ids, attention_mask, past: int) -> None:
-        """Clear errors for ids that are not a non-empty (B, T) integer tensor in the vocabulary
-        of the models that read them, or a mask of the wrong shape."""
-        check_inputs(input_ids, attention_mask, past, self._reading_ids(),
-                     "the vocabulary both models share" if self.shares_tokens else "the anchor's vocabulary")
-
-    def check_length(self, length: int) -> None:
-        check_length(length, self._reading_ids())
-
-    def _reading_ids(self) -> dict[str, ModelShape]:
-        """The models that read the anchor's token ids, by role."""
-        c = self.calm_config
-        readers = {"anchor": c.anchor, **{f"augmenting model {a}": s for a, s in enumerate(c.augmenting)}}
-        return readers if self.shares_tokens else {"anchor": c.anchor}
 
 
 @contextlib.contextmanager

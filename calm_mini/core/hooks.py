@@ -16,6 +16,7 @@ H_B^j, (B, T, D_B)). The model has ``hook_reading``: what the anchor tokens of e
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Iterator, Mapping
 
 import torch
@@ -72,6 +73,20 @@ def on_layer_output(layers: nn.ModuleList, i: int, fn: Callable[[torch.Tensor], 
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
     return layers[i].register_forward_hook(after)
+
+
+@torch.no_grad()
+def states_after(model: nn.Module, layers: nn.ModuleList, wanted: set[int], **inputs) -> dict[int, torch.Tensor]:
+    """Run ``model(**inputs)`` and return the hidden states (B, T, D) leaving each layer in
+    ``wanted`` (-1: entering layer 0), by layer index."""
+    captured: dict[int, torch.Tensor] = {}
+    handles = [on_layer_output(layers, i, functools.partial(captured.__setitem__, i)) for i in wanted]
+    try:
+        model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
 
 
 class AttentionRecord:

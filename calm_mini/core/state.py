@@ -9,10 +9,12 @@ afresh for each call.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from .layers import ModelShape
 
@@ -46,9 +48,9 @@ def causal_mask(attention_mask: torch.Tensor | None, past: int, new: int, device
     return (key[None, :] <= query[:, None]) & real[:, None, :] & real[:, -new:, None]  # (B, new, past+new)
 
 
-def check_inputs(input_ids, attention_mask, past: int, readers: dict[str, ModelShape], whose: str) -> None:
+def check_inputs(input_ids, attention_mask, past: int, readers: dict[str, ModelShape]) -> None:
     """Raise ``ValueError`` unless ``input_ids`` is a non-empty (B, T) integer tensor within the
-    vocabulary of every model in ``readers`` (``whose`` names it in the message) and
+    vocabulary of every model in ``readers`` (role → shape: the models that read the ids) and
     ``attention_mask`` is None or (B, past+T)."""
     if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.is_floating_point():
         what = f"shape {tuple(input_ids.shape)}, dtype {input_ids.dtype}" if torch.is_tensor(input_ids) else type(input_ids).__name__
@@ -62,7 +64,7 @@ def check_inputs(input_ids, attention_mask, past: int, readers: dict[str, ModelS
     vocab = min(shape.vocab_size for shape in readers.values())
     low, high = (bound.item() for bound in input_ids.aminmax())  # one pass over the ids
     if low < 0 or high >= vocab:
-        raise ValueError(f"input_ids hold ids outside 0..{vocab - 1}, {whose}.")
+        raise ValueError(f"input_ids hold ids outside 0..{vocab - 1}, the vocabulary of the {' and the '.join(readers)}.")
 
 
 def check_length(length: int, readers: dict[str, ModelShape]) -> None:
@@ -113,6 +115,28 @@ class SequenceState:
     values: list = field(default_factory=list)
     length: int = 0
     extra: Any = None
+
+
+class Sequences:
+    """The :class:`SequenceState` of each cached sequence, kept with its anchor cache (weakly: it
+    goes when the cache goes)."""
+
+    def __init__(self):
+        self._by_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def for_call(self, cache, past: int, augmenting) -> SequenceState:
+        """A fresh state for a new sequence (``past == 0``; with a cache for each augmenting
+        model when the anchor is cached), or the one that follows ``cache``."""
+        if past == 0:
+            sequence = SequenceState([DynamicCache(config=m.config) if cache is not None else None for m in augmenting])
+            if cache is not None:
+                self._by_cache[cache] = sequence
+            return sequence
+        sequence = self._by_cache.get(cache)
+        if sequence is None or sequence.length != past:
+            raise RuntimeError("This anchor cache was not made by this composed model's last call on it (the "
+                               "augmenting caches do not follow it). Start the sequence again without a cache.")
+        return sequence
 
 
 @dataclass
