@@ -30,6 +30,7 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("gguf", "gguf"),
     ("plotly", "plotly"),
     ("ipywidgets", "ipywidgets"),
+    ("anywidget", "anywidget"),  # plotly's FigureWidget, the explorer's figure
     ("tqdm", "tqdm"),
     ("sacrebleu", "sacrebleu"),
 )

@@ -4,12 +4,20 @@ Clean: valid nbformat 4, no outputs, no execution counts, minimal metadata, no l
 Layout: first cell markdown with a Colab badge; second cell installs the kit on Colab and imports
 the one setup call (``calm_mini.viz.notebook.setup``); a ``parameters`` cell that only chooses
 SETTING; the next code cell calls ``setup(SETTING)``; exercises with hidden solutions.
+Home: every link to the kit's repository (Colab badge, ``%pip install`` line, pictures) names
+the one in pyproject.toml's ``[project.urls]``.
 Fix a dirty notebook with ``python notebooks/clean.py`` (local paths you must remove by hand).
 """
 
 import importlib.util
 import re
+import shutil
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 import nbformat
 import pytest
@@ -17,7 +25,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 FIX = "run `python notebooks/clean.py` and commit the result"
-COLAB = "https://colab.research.google.com/github/calm-mini/calm_mini/blob/main/notebooks/{}"
+# The kit's home, written once: pyproject.toml's [project.urls]
+HOME = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"]
+COLAB = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}"
+# A link into some GitHub repository: the page, its raw files, or Colab opening a notebook from it.
+GITHUB_LINK = re.compile(r"https://(?:github\.com|raw\.githubusercontent\.com|colab\.research\.google\.com/github)"
+                         r"/([\w.-]+/[\w.-]+?)(?:\.git)?(?=[/\s\"'\\)\]]|$)")
 # A local path: /root, /work, /tmp, /home (or a macOS/Windows home) not inside a URL or a longer path.
 LOCAL_PATH = re.compile(r"(?<![\w.:/-])/(root|work|tmp|home|Users)(?=[/\"'\s\\]|$)|[A-Za-z]:\\\\?Users")
 ALLOWED_CELL_METADATA = {"tags", "jupyter"}
@@ -98,11 +111,50 @@ def test_first_cell_is_markdown_with_colab_badge(path):
     first = read(path).cells[0]
     assert first.cell_type == "markdown", f"{path.name}: the first cell must be markdown (title, what you learn, time)"
     assert first.source.lstrip().startswith("# "), f"{path.name}: the first cell starts with the title"
-    assert "colab-badge.svg" in first.source and COLAB.format(path.name) in first.source, (
-        f"{path.name}: the first cell needs a Colab badge linking {COLAB.format(path.name)}"
-    )
+    assert "colab-badge.svg" in first.source, f"{path.name}: the first cell needs a Colab badge"
     for words in ("What you will learn", "Time:", "CPU", "GPU"):
         assert words in first.source, f"{path.name}: the first cell should say {words!r}"
+
+
+def home_mismatches(path: Path, home: str = HOME) -> list[str]:
+    """What in the notebook at ``path`` should name the kit's ``home`` repository but does not."""
+    match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+)", home)
+    assert match, f"pyproject.toml's Repository URL {home!r} is not https://github.com/OWNER/NAME"
+    repo, nb = match.group(1), read(path)
+    wrong = []
+    badge = COLAB.format(repo=repo, name=path.name)
+    if f"]({badge})" not in nb.cells[0].source:
+        wrong.append(f"the first cell's Colab badge should link {badge}")
+    installs = re.findall(r'%pip install .*"calm-mini @ git\+([^"]+)"', nb.cells[1].source)
+    if installs != [home]:
+        wrong.append(f'the second cell should %pip install "calm-mini @ git+{home}" once, not from {installs}')
+    for cell in nb.cells:  # every other link into GitHub (e.g. notebook 00's picture) names the same repository
+        wrong += [f"{m.group(0)} is not in {repo}" for m in GITHUB_LINK.finditer(cell.source) if m.group(1) != repo]
+    return wrong
+
+
+def test_notebooks_link_the_home_in_pyproject(path):
+    wrong = home_mismatches(path)
+    assert not wrong, f"{path.name} (home: {HOME}, from pyproject.toml's [project.urls]): " + "; ".join(wrong)
+
+
+def test_home_check_catches_one_notebook_that_differs(tmp_path):
+    source = NOTEBOOKS[0]
+    assert not home_mismatches(source)
+    text = source.read_text(encoding="utf-8")
+    home = HOME.removeprefix("https://github.com/")
+    other = home + "-fork"
+    for old, new in ((f"git+{HOME}", f"git+https://github.com/{other}"),  # the install line
+                     (f"colab.research.google.com/github/{home}/", f"colab.research.google.com/github/{other}/"),
+                     (f"raw.githubusercontent.com/{home}/", f"raw.githubusercontent.com/{other}/")):  # 00's picture
+        if old not in text:
+            assert "raw.githubusercontent" in old, f"{source.name} has no {old}"
+            continue
+        copy = tmp_path / source.name
+        copy.write_text(text.replace(old, new), encoding="utf-8")
+        assert home_mismatches(copy), f"changing {old} to {new} went unnoticed"
+    shutil.copyfile(source, tmp_path / source.name)
+    assert home_mismatches(tmp_path / source.name, home="https://github.com/someone/else")
 
 
 def test_second_cell_sets_up_the_environment(path):

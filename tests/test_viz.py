@@ -3,6 +3,7 @@ environment, and the explorer's logic and widget react to their selectors."""
 
 import re
 
+import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 import torch
@@ -242,13 +243,16 @@ def test_widget_selectors_update_the_figure(model, monkeypatch):
     explorer = viz.AttentionExplorer(model, prompt=" ".join(TOKENS), k=3)
     attention = explorer.analysis.attention
     torch.testing.assert_close(z(explorer.figure.data[0]), attention[0].mean(0))
-    assert "application/vnd.plotly.v1+json" in explorer.plot.outputs[0]["data"]
+    assert isinstance(explorer.plot, go.FigureWidget)  # drawn by anywidget: JupyterLab, VS Code, Colab
+    torch.testing.assert_close(z(explorer.plot.data[0]), attention[0].mean(0))
 
     explorer.bridge.value = 1
     explorer.head.value = 2
     torch.testing.assert_close(z(explorer.figure.data[0]), attention[1][2])
     explorer.head.value = viz.AVERAGE
     torch.testing.assert_close(z(explorer.figure.data[0]), attention[1].mean(0))
+    torch.testing.assert_close(z(explorer.plot.data[0]), attention[1].mean(0))
+    assert explorer.plot.layout.title.text == explorer.figure.layout.title.text and len(explorer.plot.data) == 1
     explorer.token.value = 1
     assert explorer.figure.layout.shapes[0].y0 == 0.5
     assert explorer.view.composed[0][0] in explorer.predictions.value
@@ -258,3 +262,29 @@ def test_widget_selectors_update_the_figure(model, monkeypatch):
     assert explorer.token.value == 2
     explorer.prompt.value = "7 999"
     assert "outside 0..127" in explorer.message.value and explorer.analysis.tokens == ["7", "8", "9"]
+
+
+def test_widget_labels_have_room(model, monkeypatch):
+    """Each selector is at least as wide (in ch) as its description plus its longest option, and
+    the predictions table keeps a token and its probability in separate padded cells."""
+    monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")
+    explorer = viz.AttentionExplorer(model, tokenizer=lambda i: f"a_long_token_{i}", prompt=" ".join(TOKENS), k=3)
+    for selector in (explorer.bridge, explorer.head, explorer.token):
+        longest = max(len(label) for label, _ in selector.options)
+        width = re.fullmatch(r"(\d+)ch", selector.layout.width)
+        assert width and int(width.group(1)) > longest + len(selector.description), (selector.description, width)
+        assert selector.style.description_width == "initial"
+    assert "→ anchor layer" in explorer.bridge.options[0][0]
+    short = explorer.token.layout.width
+    explorer.prompt.value = "7 8"  # fewer tokens: shorter labels, a narrower selector
+    assert int(explorer.token.layout.width[:-2]) <= int(short[:-2])
+
+    table = explorer.predictions.value
+    rows = re.findall(r"<tr>(.*?)</tr>", table)
+    assert len(rows) == 1 + 3
+    for row in rows:
+        cells = re.findall(r"<t[hd] style=\"([^\"]*)\">(.*?)</t[hd]>", row)
+        assert len(cells) == 4 and all("padding" in style for style, _ in cells)
+        assert [style.split("text-align:")[1].split(";")[0] for style, _ in cells] == ["left", "right"] * 2
+    numbers = [text for row in rows[1:] for _, text in re.findall(r"<td style=\"([^\"]*)\">(.*?)</td>", row)[1::2]]
+    assert all(re.fullmatch(r"\d\.\d{3}", n) for n in numbers), numbers

@@ -143,9 +143,16 @@ def predictions(analysis: Analysis, token: int, k: int = 5) -> tuple[list[tuple[
 
 
 def predictions_html(view: View) -> str:
-    """The composed model's and the anchor's top-k as an HTML table."""
-    rows = "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{pc:.3f}</td><td>{html.escape(a)}</td><td>{pa:.3f}</td></tr>"
-        for (c, pc), (a, pa) in zip(view.composed, view.anchor)
-    )
-    return ("<table><tr><th>composed</th><th>p</th><th>anchor</th><th>p</th></tr>" + rows + "</table>")
+    """The composed model's and the anchor's top-k as an HTML table: padded cells, numbers
+    right-aligned (inline styles, so every notebook front end keeps them)."""
+    pad = "padding:2px 10px;"
+    head = "".join(f'<th style="{pad}text-align:{side}">{name}</th>'
+                   for name, side in (("composed", "left"), ("p", "right"), ("anchor", "left"), ("p", "right")))
+
+    def cells(token: str, p: float) -> str:
+        return (f'<td style="{pad}text-align:left"><code>{html.escape(token)}</code></td>'
+                f'<td style="{pad}text-align:right;font-variant-numeric:tabular-nums">{p:.3f}</td>')
+
+    rows = "".join(f"<tr>{cells(c, pc)}{cells(a, pa)}</tr>" for (c, pc), (a, pa) in zip(view.composed, view.anchor))
+    return f'<table class="calm-predictions" style="border-collapse:collapse"><tr>{head}</tr>{rows}</table>'
+

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -12,28 +11,54 @@ from ..core import ComposedModel
 from .analysis import AVERAGE, Analysis, View, analyse, as_codec, explore, predictions_html
 from .figures import bridge_label
 
+# A selector's description ("bridge", "head", ...) takes the width it needs, not a fixed 80px.
+LABEL = {"description_width": "initial"}
+
+
+def fit_width(dropdown: widgets.Dropdown) -> None:
+    """Make ``dropdown`` wide enough for its description and its longest option, which
+    ipywidgets' fixed default width would cut ('bridge 0: augmenting 0 layer 1 → anchor lay').
+    ``ch`` is the width of a digit, wider than most letters of the front ends' sans-serif fonts;
+    the 6ch more hold the arrow, the padding and the gap after the description."""
+    labels = [option[0] if isinstance(option, tuple) else str(option) for option in dropdown.options]
+    longest = max(map(len, labels), default=0)
+    dropdown.layout.width = f"{longest + len(dropdown.description) + 6}ch"
+
+
 class AttentionExplorer(widgets.VBox):
     """Prompt box, bridge / head / token selectors, the heatmap, and the composed model's and
     the anchor's top-k next tokens at the selected token. Display it as the last line of a cell.
 
-    The figure is drawn into an ``ipywidgets.Output`` as the mime bundle of plotly's default
-    renderer (call :func:`calm_mini.viz.set_renderer` first); JupyterLab draws it with the jupyterlab-plotly
-    extension of the plotly wheel: no internet, no ``anywidget``. ``self.figure`` and
-    ``self.view`` hold what is shown.
+    The heatmap is a ``plotly.graph_objects.FigureWidget`` (plotly 6+ builds it on ``anywidget``,
+    whose JavaScript ships in the plotly and anywidget wheels: no internet), redrawn in place.
+    An earlier version drew a plotly mime bundle into an ``ipywidgets.Output``, which VS Code's
+    notebook renderer is known not to draw (vscode-jupyter #5871, vscode-notebook-renderers #70);
+    anywidget lists VS Code and Colab among the front ends it supports. Verified where:
+    JupyterLab 4 by ``tests/test_jupyterlab.py`` (a real server and Chromium: the figure draws and
+    follows the controls, no selector cuts its label); VS Code and Colab not verified here (no
+    VS Code or Colab on the test machines). ``self.figure`` and ``self.view`` hold what is shown;
+    ``self.plot`` is the widget.
     """
 
     def __init__(self, model: ComposedModel, tokenizer=None, prompt: str = "", k: int = 5):
         self.model, self.codec, self.k = model, as_codec(tokenizer), k
         self.prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False,
-                                   layout=widgets.Layout(width="60%"))
-        self.bridge = widgets.Dropdown(description="bridge",
+                                   style=LABEL, layout=widgets.Layout(width="60%", min_width="20em"))
+        self.bridge = widgets.Dropdown(description="bridge", style=LABEL,
                                        options=[(bridge_label(b, s), b) for b, s in enumerate(model.specs)])
-        self.head = widgets.Dropdown(description="head",
+        self.head = widgets.Dropdown(description="head", style=LABEL,
                                      options=[(AVERAGE, AVERAGE)] + [(f"head {h}", h) for h in range(model.calm_config.num_heads)])
-        self.token = widgets.Dropdown(description="token")
-        self.plot, self.predictions, self.message = widgets.Output(), widgets.HTML(), widgets.HTML()
-        super().__init__([self.prompt, widgets.HBox([self.bridge, self.head, self.token]),
-                          widgets.HBox([self.plot, self.predictions]), self.message])
+        self.token = widgets.Dropdown(description="token", style=LABEL)
+        for selector in (self.bridge, self.head):
+            fit_width(selector)
+        self.plot, self.predictions, self.message = go.FigureWidget(), widgets.HTML(), widgets.HTML()
+        self.predictions.layout = widgets.Layout(margin="0 0 0 1em")
+
+        def row(*children):  # wraps onto the next line in a narrow window instead of squeezing
+            return widgets.HBox(children, layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
+
+        super().__init__([self.prompt, row(self.bridge, self.head, self.token), row(self.plot, self.predictions),
+                          self.message])
         self.analysis: Analysis | None = None
         self.view: View | None = None
         self._quiet = False
@@ -58,6 +83,7 @@ class AttentionExplorer(widgets.VBox):
         self._quiet = True
         self.token.options = [(f"{t}: {tok}", t) for t, tok in enumerate(self.analysis.tokens)]
         self.token.value = len(self.analysis.tokens) - 1
+        fit_width(self.token)
         self._quiet = False
         self._render()
 
@@ -66,9 +92,10 @@ class AttentionExplorer(widgets.VBox):
             return
         head = None if self.head.value == AVERAGE else self.head.value
         self.view = explore(self.analysis, self.bridge.value, head, self.token.value, self.k)
-        # plotly's mimetype alone: the JupyterLab/VS Code/Colab renderers draw it, and the cell
-        # does not receive another copy of plotly.js on every change
-        bundle = {"application/vnd.plotly.v1+json": json.loads(self.view.figure.to_json()), "text/plain": "<figure>"}
-        self.plot.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+        # one FigureWidget, redrawn in place: the front end receives the new traces and layout
+        figure = self.view.figure
+        self.plot.data = ()
+        self.plot.add_traces(figure.data)
+        self.plot.layout = figure.layout
         self.predictions.value = predictions_html(self.view)
         self.message.value = ""
