@@ -67,6 +67,8 @@ def test_ids_that_are_not_ids(models):
         model(torch.randn(2, 6))
     with pytest.raises(ValueError, match="outside 0..127"):
         model(torch.tensor([[1, 2, 300]]))
+    with pytest.raises(ValueError, match="input_ids is empty"):  # before: an IndexError inside transformers
+        model(torch.zeros(1, 0, dtype=torch.long))
 
 
 def test_beam_search_is_refused_clearly(models):
