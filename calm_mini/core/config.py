@@ -10,7 +10,7 @@ the config names its variant, and loading builds that class.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -110,6 +110,3 @@ class CALMConfig:
         values["augmenting"] = tuple(ModelShape(**m) for m in data["augmenting"])
         values["layer_maps"] = tuple(LayerMap(tuple(m["augmenting"]), tuple(m["anchor"])) for m in data["layer_maps"])
         return cls(**values)
-
-    def replace(self, **changes) -> "CALMConfig":
-        return replace(self, **changes)
