@@ -125,13 +125,12 @@ class ComposedModel(nn.Module):
         past, new = sequence.length, input_ids.shape[1]
         states = [self.augmenting_states(a, input_ids, attention_mask, position_ids, sequence.augmenting_caches[a])
                   for a in range(len(self.augmenting))]
-        if not sequence.keys:
-            sequence.keys, sequence.values = [None] * len(self.bridges), [None] * len(self.bridges)
-        for b, (spec, bridge) in enumerate(zip(self.specs, self.bridges)):
-            keys, values = bridge.keys_values(states[spec.augmenting][spec.augmenting_layer])  # (B, H, T, d)
-            if sequence.keys[b] is None:
-                sequence.keys[b], sequence.values[b] = GrowingKV(keys), GrowingKV(values)
-            else:
+        new_kv = [bridge.keys_values(states[spec.augmenting][spec.augmenting_layer])  # (B, H, T, d) each
+                  for spec, bridge in zip(self.specs, self.bridges)]
+        if not sequence.keys:  # a new sequence
+            sequence.keys, sequence.values = [GrowingKV(k) for k, _ in new_kv], [GrowingKV(v) for _, v in new_kv]
+        else:
+            for b, (keys, values) in enumerate(new_kv):
                 sequence.keys[b].append(keys)
                 sequence.values[b].append(values)
         distance = None

@@ -83,8 +83,8 @@ class GrowingKV:
     def __init__(self, first: torch.Tensor):
         self.buffer, self.length = first, first.shape[2]
 
-    def append(self, new: torch.Tensor) -> torch.Tensor:
-        """Append (B, H, n, d); return all so far, (B, H, S + n, d)."""
+    def append(self, new: torch.Tensor) -> None:
+        """Append (B, H, n, d); :attr:`filled` is then (B, H, S + n, d)."""
         end = self.length + new.shape[2]
         if end > self.buffer.shape[2]:
             grown = new.new_empty(*new.shape[:2], max(2 * end, 16), new.shape[3])
@@ -92,7 +92,6 @@ class GrowingKV:
             self.buffer = grown
         self.buffer[:, :, self.length : end] = new
         self.length = end
-        return self.filled
 
     @property
     def filled(self) -> torch.Tensor:
