@@ -13,6 +13,7 @@ from calm_mini import ComposedModel, compose
 from calm_mini.core import positions_from_mask
 from calm_mini.crosstok import CrossTokenizerModel
 from calm_mini.crosstok import char_tokenizer
+from calm_mini.crosstok.model import _Alignment
 from calm_mini.models import tiny
 from conftest import randomise_bridges
 
@@ -209,6 +210,26 @@ def test_cached_generation_equals_uncached_batched_left_padded(tokenizers, sampl
     assert (new == chars.convert_tokens_to_ids("t")).any() and (new != chars.convert_tokens_to_ids("t")).any()
     rows = [row[row != chars.pad_token_id].tolist() for row in cached]
     assert any(retracts(prefix_tokens(chars, tokenizers["bpe"], row)[-16:]) for row in rows), "no merge was exercised"
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("broken", [False, True])
+def test_cached_beam_search_equals_uncached(tokenizers, broken, monkeypatch):
+    """Beam search reorders the alignment of each row (its layout, tokens and born lists) with
+    the caches; without that (``broken``) the cached beams go elsewhere."""
+    model, chars = cross(tokenizers, "chars", "bpe")
+    ids, mask = encode(chars, ["the th", "they think the", "a"])
+    kwargs = dict(attention_mask=mask, max_new_tokens=10, num_beams=3, num_return_sequences=3, do_sample=False,
+                  return_dict_in_generate=True, output_scores=True)
+    uncached = model.generate(ids, use_cache=False, **kwargs)
+    if broken:
+        monkeypatch.setattr(_Alignment, "select", lambda self, rows: None)
+    cached = model.generate(ids, **kwargs)
+    same = torch.equal(cached.sequences, uncached.sequences)
+    if broken:
+        assert not same
+    else:
+        assert same and (cached.sequences_scores - uncached.sequences_scores).abs().max() < 1e-5
 
 
 @torch.no_grad()

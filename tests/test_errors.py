@@ -71,12 +71,6 @@ def test_ids_that_are_not_ids(models):
         model(torch.zeros(1, 0, dtype=torch.long))
 
 
-def test_beam_search_is_refused_clearly(models):
-    model = compose(*models, layers=1)
-    with pytest.raises(NotImplementedError, match="num_beams=1"):
-        model.generate(torch.randint(3, VOCAB, (1, 4)), num_beams=2, max_new_tokens=2)
-
-
 def test_layer_spec_count_must_match_augmenting_models(models):
     anchor, augmenting = models
     second = tiny("qwen2", hidden_size=32, num_layers=2, vocab_size=VOCAB)

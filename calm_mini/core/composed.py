@@ -26,14 +26,14 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
 from . import saving
 from .bridge import Bridge
 from .config import SHARED_TOKENS, CALMConfig, register_variant
 from .hooks import AttentionRecord, HookPoint, on_layer_output, scoped_hooks, states_after
 from .layers import decoder_layers, summary
-from .state import GrowingKV, Reading, Sequences, SequenceState, causal_mask, check_inputs, check_length, positions_from_mask
+from .state import ComposedCache, GrowingKV, Reading, Sequences, SequenceState, causal_mask, check_inputs, check_length, positions_from_mask
 
 
 @register_variant(SHARED_TOKENS)
@@ -97,18 +97,26 @@ class ComposedModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        """Hugging Face ``generate`` of the anchor, composed: greedy, sampling and the logits
-        processors work; with ``use_cache`` (the default) every new token is fed to the anchor,
-        each augmenting model and each bridge, all cached. Left-pad batches.
+        """Hugging Face ``generate`` of the anchor, composed: greedy, sampling, beam search,
+        ``num_return_sequences``, stop strings, streamers and the logits processors work; with
+        ``use_cache`` (the default) every new token is fed to the anchor, each augmenting model
+        and each bridge, all cached, and beam search reorders all of them. Left-pad batches.
 
-        Returns: (B, T + new) ids, as the anchor's ``generate``.
+        Returns: (B · num_return_sequences, T + new) ids, as the anchor's ``generate``.
         """
         check_inputs(input_ids, attention_mask, 0, self._readers)
-        if (kwargs.get("num_beams") or self.anchor.generation_config.num_beams or 1) > 1:
-            raise NotImplementedError("Beam search is not supported by the composed model (the augmenting caches "
-                                      "would have to be reordered with the beams); use num_beams=1.")
+        config = self.anchor.generation_config
+        if kwargs.get("use_cache", config.use_cache) and not kwargs.get("cache_implementation", config.cache_implementation):
+            cache = kwargs.setdefault("cache", self.new_cache())
+            if not isinstance(cache, ComposedCache) and (kwargs.get("num_beams") or config.num_beams or 1) > 1:
+                raise ValueError("Beam search reorders the cache at every step; a plain cache would not reorder the "
+                                 "augmenting side with it. Pass no cache (or one from model.new_cache()).")
         with self._attached():
             return self.anchor.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def new_cache(self) -> ComposedCache:
+        """An empty anchor cache for a new composed sequence (``model(ids, cache=…)``)."""
+        return ComposedCache(self._sequences, config=self.anchor.config)
 
     # ------------------------------------------------------------------ what the anchor reads
     def read(self, sequence: SequenceState, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
@@ -174,7 +182,7 @@ class ComposedModel(nn.Module):
             raise ValueError("The composed model takes a 2D attention_mask (B, S); static/compiled caches are not supported.")
         cache = kwargs.get("cache")
         if cache is None and kwargs.get("use_cache", anchor.config.use_cache):
-            cache = kwargs["cache"] = DynamicCache(config=anchor.config)
+            cache = kwargs["cache"] = self.new_cache()
         past, new = (cache.get_seq_length() if cache is not None else 0), input_ids.shape[1]
         check_length(past + new, self._readers)
         sequence = self._sequences.for_call(cache, past, self.augmenting)

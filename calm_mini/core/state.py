@@ -97,6 +97,10 @@ class GrowingKV:
     def filled(self) -> torch.Tensor:
         return self.buffer[:, :, : self.length]
 
+    def select(self, rows: torch.LongTensor) -> None:
+        """Keep batch rows ``rows`` (B',), in that order (beam search's reordering)."""
+        self.buffer = self.buffer.index_select(0, rows)
+
 
 @dataclass
 class SequenceState:
@@ -106,7 +110,8 @@ class SequenceState:
     keys, values: per bridge, everything appended so far (what the next call's anchor tokens
         may read), or ``None`` before the first call.
     length: anchor tokens so far.
-    extra: room for a variant's own state (e.g. the cross-tokenizer alignment).
+    extra: room for a variant's own state (e.g. the cross-tokenizer alignment); if it has batch
+        rows, it has a ``select(rows)`` method like this class's.
     """
 
     augmenting_caches: list
@@ -115,6 +120,21 @@ class SequenceState:
     length: int = 0
     extra: Any = None
 
+    def select(self, rows: torch.LongTensor) -> None:
+        """Keep batch rows ``rows`` (B',), in that order, in everything the sequence holds: what
+        beam search does to the anchor's cache at every step, done to the augmenting side."""
+        for cache in self.augmenting_caches:
+            if cache is not None:
+                cache.reorder_cache(rows)
+        for kv in (self.keys, self.values):
+            for b, x in enumerate(kv):  # GrowingKV, or a variant's plain (B, H, S, d) tensors
+                if isinstance(x, GrowingKV):
+                    x.select(rows)
+                elif x is not None:
+                    kv[b] = x.index_select(0, rows)
+        if self.extra is not None and hasattr(self.extra, "select"):
+            self.extra.select(rows)
+
 
 class Sequences:
     """The :class:`SequenceState` of each cached sequence, kept with its anchor cache (weakly: it
@@ -122,6 +142,12 @@ class Sequences:
 
     def __init__(self):
         self._by_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def select(self, cache, rows: torch.LongTensor) -> None:
+        """Keep batch rows ``rows`` of the sequence that follows ``cache`` (if it has begun)."""
+        sequence = self._by_cache.get(cache)
+        if sequence is not None:
+            sequence.select(rows)
 
     def for_call(self, cache, past: int, augmenting) -> SequenceState:
         """A fresh state for a new sequence (``past == 0``; with a cache for each augmenting
@@ -136,6 +162,21 @@ class Sequences:
             raise RuntimeError("This anchor cache was not made by this composed model's last call on it (the "
                                "augmenting caches do not follow it). Start the sequence again without a cache.")
         return sequence
+
+
+class ComposedCache(DynamicCache):
+    """The anchor's cache in composed calls: a ``DynamicCache`` that, when beam search reorders
+    its batch rows (``reorder_cache``, at every step), reorders the augmenting caches and the
+    bridges' keys/values of its sequence the same way. (With a plain cache the anchor would
+    follow the beams while the augmenting side stayed with the old rows.)"""
+
+    def __init__(self, sequences: Sequences, **kwargs):
+        super().__init__(**kwargs)
+        self.sequences = sequences
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self.sequences.select(self, beam_idx)
 
 
 @dataclass

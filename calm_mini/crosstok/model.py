@@ -45,6 +45,7 @@ ablation is not supported.
 from __future__ import annotations
 
 from bisect import bisect_left
+from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -93,6 +94,12 @@ class _Alignment:
     anchor_ids: torch.Tensor | None = None
     rows: list[_Row] = field(default_factory=list)
     real: torch.Tensor | None = None
+
+    def select(self, rows: torch.LongTensor) -> None:
+        """Keep batch rows ``rows`` (B',), in that order (beam search); each kept row is a copy."""
+        self.anchor_ids, self.real = (x.index_select(0, rows) if x is not None else None
+                                      for x in (self.anchor_ids, self.real))
+        self.rows = [deepcopy(self.rows[r]) for r in rows.tolist()]
 
 
 @register_variant(CROSS_TOKENIZER)
