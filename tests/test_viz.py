@@ -176,6 +176,25 @@ def test_notebook_setup_finds_the_folders_and_refuses_a_bad_setting(tmp_path, mo
         torch.set_num_threads(threads)
 
 
+def test_read_asset_reads_the_one_copy_in_assets_and_names_what_ships(tmp_path, monkeypatch):
+    """From a checkout (editable install) read_asset reads assets/ itself, from any folder; the
+    installed wheel is tests/test_installed_kit.py's."""
+    import tomllib
+    from pathlib import Path
+
+    from calm_mini.viz.notebook import SHIPPED_ASSETS, read_asset
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    assert read_asset("kv_ablations.json") == (root / "assets" / "kv_ablations.json").read_text(encoding="utf-8")
+    assert read_asset("calm.svg").lstrip().startswith(("<svg", "<?xml"))
+    for name in ("no_such_results.json", "explorer_screenshot.png"):  # the PNG is in assets/ but not shipped
+        with pytest.raises(FileNotFoundError, match=r"ships no asset .*kv_ablations\.json"):
+            read_asset(name)
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert package_data["calm_mini.assets"] == [f"*{suffix}" for suffix in SHIPPED_ASSETS]
+
+
 # ---------------------------------------------------------------- explorer logic
 def test_analysis_matches_the_models(model, analysis):
     ids = torch.tensor([PROMPT])

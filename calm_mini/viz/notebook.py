@@ -1,15 +1,17 @@
 """One call at the top of every notebook: where it runs, the plotly renderer, the setting
 (classroom on a CPU, full on a GPU), the device, seeds and threads, and where figures go::
 
-    from calm_mini.viz.notebook import setup
+    from calm_mini.viz.notebook import read_asset, setup
     nb = setup()                 # CALM_MINI_SETTING=full picks the full setting
     nb.save(fig, "kv_table1")    # runs/figures/kv_table1.html (+ assets/kv_table1.json when updating assets)
+    read_asset("kv_ablations.json")  # a result the kit ships, in a checkout and on Colab alike
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -18,6 +20,7 @@ import torch
 from .renderers import detect_environment, save_figure, set_renderer
 
 SETTINGS = ("classroom", "full")
+SHIPPED_ASSETS = (".json", ".svg")  # the files of assets/ that the wheel carries: package-data in pyproject.toml
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class Notebook:
     device: "cuda" for the full setting when a GPU is visible, else "cpu".
     environment: "colab", "vscode", "jupyter", "ci" or "python"; renderer: plotly's.
     figures: where :meth:`save` writes offline HTML (ignored by git), inside :attr:`runs`;
-        assets: the repository's ``assets/`` (``None`` outside a checkout, e.g. on Colab).
+        assets: the repository's ``assets/``, where :meth:`save` may write (``None`` outside a
+        checkout, e.g. on Colab); to read what the kit ships there, use :func:`read_asset`.
     """
 
     setting: str
@@ -59,6 +63,20 @@ class Notebook:
 
         return (f"calm_mini {__version__} · setting: {self.setting} · device: {self.device} · "
                 f"environment: {self.environment} · plotly renderer: {self.renderer}")
+
+
+def read_asset(name: str) -> str:
+    """The text of ``name`` (e.g. ``"kv_ablations.json"``, ``"calm.svg"``) from the results and
+    figures the kit ships: the package ``calm_mini.assets``, which pyproject.toml maps onto the
+    repository's ``assets/``. One copy: an editable install reads ``assets/`` itself, the wheel
+    (pip, Colab) carries its ``SHIPPED_ASSETS`` files."""
+    shipped = resources.files("calm_mini.assets")
+    if not name.endswith(SHIPPED_ASSETS) or not shipped.joinpath(name).is_file():
+        names = sorted(p.name for p in shipped.iterdir() if p.name.endswith(SHIPPED_ASSETS))
+        raise FileNotFoundError(f"calm_mini ships no asset {name!r}; it ships {', '.join(names)}. A file in assets/ "
+                                f"ships when its name ends with {' or '.join(SHIPPED_ASSETS)} (package-data in "
+                                "pyproject.toml).")
+    return shipped.joinpath(name).read_text(encoding="utf-8")
 
 
 def setup(setting: str | None = None, seed: int = 0, threads: int | None = None) -> Notebook:
