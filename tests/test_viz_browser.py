@@ -2,15 +2,14 @@
 
 Needs Debian's Chromium and Playwright for Python (`apt-get install -y chromium`,
 `pip install playwright`; never `playwright install`). Skipped when either is missing, unless
-CALM_MINI_REQUIRE_BROWSER=1 (CI) makes that a failure. With CALM_MINI_UPDATE_ASSETS=1 the
-screenshot is also kept as assets/explorer_screenshot.png.
+CALM_MINI_REQUIRE_BROWSER=1 (CI) makes that a failure. The browser and its offline flags are those
+of tools/explorer_screenshot.py, the one writer of assets/explorer_screenshot.png.
 """
 
 import importlib.util
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,29 +18,27 @@ import torch
 from calm_mini import Evenly, compose, viz
 from conftest import make_pair, randomise_bridges
 
-CHROMIUM = Path("/usr/bin/chromium")
-# The network is closed: without these flags Chromium keeps trying (and failing) to phone home.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ASSET = Path(__file__).resolve().parents[1] / "assets" / "explorer_screenshot.png"
+_spec = importlib.util.spec_from_file_location(
+    "explorer_screenshot", Path(__file__).resolve().parents[1] / "tools" / "explorer_screenshot.py")
+screenshot_tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(screenshot_tool)
+CHROMIUM, CHROMIUM_ARGS = screenshot_tool.CHROMIUM, screenshot_tool.CHROMIUM_ARGS
+_missing = screenshot_tool.missing_browser
 PROMPT = [5, 17, 42, 5, 9, 10]
 
 
-def _missing() -> str | None:
-    if not CHROMIUM.is_file():
-        return f"{CHROMIUM} not found (apt-get install -y chromium)"
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright not installed (pip install playwright; use the system Chromium, not `playwright install`)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def page():
+def require_browser() -> None:
+    """Skip the calling test without Chromium or Playwright; fail instead under CALM_MINI_REQUIRE_BROWSER=1."""
     missing = _missing()
     if missing:
         if os.environ.get("CALM_MINI_REQUIRE_BROWSER") == "1":
             pytest.fail(f"CALM_MINI_REQUIRE_BROWSER=1 but {missing}")
         pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def page():
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -111,9 +108,24 @@ def test_exported_explorer_draws_and_reacts(page, explorer_file, tmp_path):
     shot = tmp_path / "explorer_screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    if os.environ.get("CALM_MINI_UPDATE_ASSETS") == "1":
-        ASSET.parent.mkdir(exist_ok=True)
-        shutil.copyfile(shot, ASSET)
+
+
+def test_exported_explorer_opens_on_a_chosen_view(page, tmp_path):
+    anchor, augmenting = make_pair("llama<-gpt2")
+    torch.manual_seed(0)
+    model = randomise_bridges(compose(anchor, augmenting, layers=Evenly(2)))
+    path = tmp_path / "explorer.html"
+    viz.explorer_html(model, PROMPT, tokenizer=lambda i: f"tok{i}", path=path, bridge=1, head=1, token=2)
+    page.goto(path.as_uri())
+    page.wait_for_selector(".main-svg .hm image", timeout=20_000)
+    heads = model.calm_config.num_heads
+    state = plot_state(page)
+    assert state["visible"].index(True) == (heads + 1) + 2 and state["row"] == 1.5  # bridge 1, head 1, token 2
+
+    page.locator(".updatemenu-header-group").nth(1).click()  # another head: the bridge stays the chosen one
+    page.locator(".updatemenu-dropdown-button", has_text=re.compile("^head 0$")).click()
+    page.wait_for_function(f"() => document.querySelector('.plotly-graph-div').data[{heads + 2}].visible === true")
+    assert plot_state(page)["visible"].index(True) == (heads + 1) + 1
 
 
 def test_saved_heatmap_draws_offline(page, tmp_path):
