@@ -124,3 +124,22 @@ def test_hot_path_writes_forward_and_decode_ratios(tmp_path):
             assert f["floor"] == pytest.approx(parts / (parts + s["bridges"]))
     composed = [f["seconds"]["composed"] for f in figures[1:]]
     assert composed == sorted(composed)  # seconds for the first N tokens grow with N
+
+
+def test_data_path_writes_its_two_ratios(tmp_path):
+    """benchmarks/data_path.py times the dataset path, so it needs datasets: it runs as it is."""
+    out = tmp_path / "data_path.json"
+    command = [sys.executable, str(BENCHMARKS / "data_path.py"), "--quick", "--rows", "400", "--threads", "1",
+               "--json", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tokenisation ÷ training it feeds" in done.stdout and "step new path ÷ hand-made tensors" in done.stdout
+    r = json.loads(out.read_text())
+    assert r["benchmark"] == "data_path" and r["setting"]["rows"] == 400
+    assert r["targets"] == {"tokenisation_over_training_at_most": 0.10, "step_ratio_at_most": 1.05}
+    steps, training = r["step_seconds"], r["training_it_feeds"]
+    assert set(steps) == {"new_path", "hand_made", "before"} and all(s > 0 for s in steps.values())
+    assert training["steps"] == 50 and training["seconds"] == pytest.approx(50 * steps["new_path"])
+    assert r["tokenisation_over_training"] == pytest.approx(r["tokenisation_seconds"]["num_proc=1"] / training["seconds"])
+    assert r["step_ratio"] == pytest.approx(steps["new_path"] / steps["hand_made"])

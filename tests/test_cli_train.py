@@ -1,14 +1,19 @@
 """``python -m calm_mini train / evaluate / generate`` on tiny Llamas saved to folders (a character
 tokenizer with a ChatML template beside each), offline: from an empty folder to a score and a
-continuation; an interrupted run resumes to bit-identical bridges; models of different
-vocabularies compose across tokenizers; and every bad input is exit code 2 with a message
-that names the fix, leaving nothing in the output folder."""
+continuation; a run stopped early or by Ctrl-C resumes to bit-identical bridges; batches carry
+no padding beyond their longest row; two processes (DDP) train what one does; models of
+different vocabularies compose across tokenizers; --push-to-hub uploads the bridges and the card;
+and every bad input is exit code 2 with a message that names the fix, leaving nothing in the
+output folder."""
 
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
 from calm_mini.cli import main
+from calm_mini.core import ComposedModel
 from calm_mini.crosstok import char_tokenizer
 from calm_mini.crosstok.chars import DEFAULT_ALPHABET
 from calm_mini.evaluation import chrf, generate_text
@@ -74,9 +80,11 @@ def trained(world, tmp_path_factory) -> Path:
     return out
 
 
+CLI_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
 def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    return subprocess.run([sys.executable, "-m", "calm_mini", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "calm_mini", *map(str, args)], cwd=cwd, env=CLI_ENV,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -232,3 +240,185 @@ def test_pass_at_1_runs_prompt_and_completion_or_the_chat_answers_code(world, tr
         data = write_jsonl(tmp_path / f"{format}.jsonl", rows[format])
         result = run.evaluate_bridges(trained, str(data), format, "pass@1", timeout=20)
         assert (result["score"], result["status"]) == (0.5, ["passed", "failed"]), format
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes_to_bit_identical_bridges(world, tmp_path):
+    """A real interrupt: SIGINT (what Ctrl-C sends) once a checkpoint exists. Polls the folder
+    instead of sleeping, so it holds on a slow or loaded machine."""
+    run = ["train", "--anchor", world["anchor"], "--augmenting", world["augmenting"], "--data", world["completion"],
+           "--format", "completion", "--steps", 300, "--checkpoint-every", 2, "--max-length", 128, "--lr", "0.01",
+           *SMALL]
+    broken = tmp_path / "broken"
+    log = tmp_path / "interrupted.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "calm_mini", *map(str, run), "--output", str(broken)],
+                                   cwd=tmp_path, env=CLI_ENV, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not (broken / "checkpoints" / "latest.json").exists():
+                assert process.poll() is None, f"it ended before its first checkpoint:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, "no checkpoint within 300 s"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=300)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    text = log.read_text()
+    assert code == 130, f"exit code {code}, expected 130 (interrupted); raise --steps if it had finished:\n{text[-3000:]}"
+    assert "Traceback" not in text, text[-3000:]
+    leftovers = [p for p in broken.rglob("*") if p.name.startswith(".")]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    assert not (broken / "calm_train.json").exists(), "calm_train.json marks a finished run"
+    latest = json.loads((broken / "checkpoints" / "latest.json").read_text())["checkpoint"]
+    assert sorted(p.name for p in (broken / "checkpoints" / latest).iterdir()) == [
+        "optimizer.safetensors", "trainable.safetensors", "trainer_state.json"]
+    stopped = json.loads((broken / "checkpoints" / latest / "trainer_state.json").read_text())["step"]
+    assert 2 <= stopped < 300
+    assert text.strip().splitlines()[-1] == (f"interrupted: the checkpoint of step {stopped} in {broken / 'checkpoints'} "
+                                             "is complete; run the same command to resume.")
+
+    for output in (broken, tmp_path / "whole"):
+        done = cli(*run, "--output", output, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    resumed, whole = (load_file(o / "bridges.safetensors") for o in (broken, tmp_path / "whole"))
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+    assert json.loads((broken / "calm_train.json").read_text())["report"]["steps"] == 300
+
+
+@pytest.mark.parametrize("bucket_by_length", [False, True])
+def test_every_batch_is_cut_to_its_own_longest_row(bucket_by_length, world, tmp_path, monkeypatch):
+    """Two short rows and two long ones: a batch of short rows carries no padding up to the long
+    ones; with length buckets, no batch mixes them (so no padding at all)."""
+    rows = [{"prompt": "a" * k, "completion": " b."} for k in (4, 40, 4, 40)]
+    data = write_jsonl(tmp_path / "lengths.jsonl", rows)
+    masks = []
+    forward = ComposedModel.forward
+
+    def spy(self, input_ids, attention_mask=None, **kwargs):
+        masks.append(attention_mask.clone())
+        return forward(self, input_ids, attention_mask, **kwargs)
+
+    monkeypatch.setattr(ComposedModel, "forward", spy)
+    train_bridges(str(world["anchor"]), str(world["augmenting"]), str(data), "completion", tmp_path / "out", layers=2,
+                  steps=6, batch_size=2, max_length=128, checkpoint_every=0, progress=False,
+                  bucket_by_length=bucket_by_length)
+    assert len(masks) == 6
+    assert all(mask[:, -1].any() for mask in masks), "a batch was padded beyond its longest row"
+    assert any(mask.shape[1] < 40 for mask in masks), "a batch of short rows is short"
+    padding = sum(int((mask == 0).sum()) for mask in masks)
+    assert (padding == 0) == bucket_by_length
+
+
+def test_the_training_loss_is_the_models_own_on_labelled_positions_only():
+    """LabelledRows skips the output layer on prompts and padding but computes the same loss."""
+    from calm_mini import compose
+    from calm_mini.models import tiny
+    from calm_mini.training.run import LabelledRows
+
+    torch.manual_seed(0)
+    model = compose(tiny("llama", hidden_size=32, num_layers=4, vocab_size=100),
+                    tiny("llama", hidden_size=32, num_layers=4, vocab_size=100, seed=1), layers=2)
+    for bridge in model.bridges:
+        torch.nn.init.normal_(bridge.out.weight, 0, 0.1)  # W^O starts at zero: make the bridges matter
+    ids = torch.randint(3, 100, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, 7:], mask[1, 10:], mask[2, 11:] = 0, 0, 0  # right padding; no row reaches the last column
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :4] = -100  # a prompt
+    expected = model(ids, attention_mask=mask, labels=labels).loss
+    assert torch.allclose(LabelledRows(model)(ids, mask, labels).loss, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_push_to_hub_uploads_the_bridges_and_the_card_without_checkpoints(world, tmp_path, monkeypatch, capsys):
+    """``--push-to-hub`` with huggingface_hub.HfApi replaced (no network): what would be uploaded,
+    filtered with huggingface_hub's own pattern matching."""
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls["create_repo"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, folder_path, repo_id, ignore_patterns=None, commit_message=None):
+            files = [str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file()]
+            calls["uploaded"] = sorted(filter_repo_objects(files, ignore_patterns=ignore_patterns))
+            calls["folder"], calls["repo_id"] = Path(folder_path), repo_id
+            return huggingface_hub.CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/abc", commit_message="",
+                                              commit_description="", oid="abc")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    out = tmp_path / "bridges"
+    main(_train_args(world, out, **{"--push-to-hub": "someone/my-bridges"}))
+    assert calls["create_repo"] == ("someone/my-bridges", False, True)
+    assert calls["folder"] == out and calls["repo_id"] == "someone/my-bridges"
+    assert calls["uploaded"] == ["README.md", "bridges.safetensors", "calm_config.json", "calm_train.json"]
+    assert (out / "checkpoints").is_dir(), "the checkpoints stay local"
+    assert "pushed to https://huggingface.co/someone/my-bridges/commit/abc" in capsys.readouterr().out
+
+
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+
+
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="the accelerate CLI is not installed next to this Python")
+def test_two_processes_train_the_bridges_of_one_and_only_the_main_one_writes(world, tmp_path):
+    """``accelerate launch`` (DDP, gloo on CPU) of the same command: with every completion of one
+    length, the mean over each process's half of a batch averages to the mean over the batch, so
+    two processes train what one does (to float rounding); the folder is written once."""
+    rows = [{"prompt": f"{n} was born in", "completion": f" {c[:4]}."} for n, c in PEOPLE]
+    data = write_jsonl(tmp_path / "same_length.jsonl", rows)
+    run = ["train", "--anchor", world["anchor"], "--augmenting", world["augmenting"], "--data", data,
+           "--format", "completion", "--steps", 4, "--checkpoint-every", 2, "--max-length", 128, "--lr", "0.01", *SMALL]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "calm_mini"]
+    env = {**CLI_ENV, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([*launch, *map(str, run), "--output", str(tmp_path / "two")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("4 steps, final loss") == 1, two.stdout
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "README.md", "bridges.safetensors", "calm_config.json", "calm_train.json", "checkpoints"]
+    one = cli(*run, "--output", tmp_path / "one", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = (load_file(tmp_path / o / "bridges.safetensors") for o in ("two", "one"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-4, atol=2e-5) for k in a)
+    logs = [json.loads((tmp_path / o / "calm_train.json").read_text())["log"] for o in ("two", "one")]
+    assert [e["loss"] for e in logs[0]] == pytest.approx([e["loss"] for e in logs[1]], rel=1e-5)
+    assert any(v.abs().sum() > 0 for k, v in a.items() if k.endswith("out.weight")), "trained"
+
+
+def test_explicit_pairs_bridge_options_and_cached_features_train_the_same_bridges(world, tmp_path):
+    """``--layers 1:2,3:3 --recency-bias --normalize-inputs`` reach the saved bridges, and
+    ``--cache-features`` (the anchor below the lowest bridge computed once) trains the same
+    bridges as the full forward, to float rounding."""
+    common = ["train", "--anchor", world["anchor"], "--augmenting", world["augmenting"], "--data", world["completion"],
+              "--format", "completion", "--steps", 4, "--max-length", 128, "--lr", "0.01", "--layers", "1:2,3:3",
+              "--recency-bias", "--normalize-inputs", "--batch-size", 2, "--threads", 1, "--quiet"]
+    for name, extra in (("full", []), ("cached", ["--cache-features"])):
+        done = cli(*common, *extra, "--output", tmp_path / name, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    config = json.loads((tmp_path / "cached/calm_config.json").read_text())
+    assert config["recency_bias"] and config["normalize_inputs"]
+    assert json.loads((tmp_path / "cached/calm_train.json").read_text())["report"]["layer_map"] == [[1, 2], [3, 3]]
+    full, cached = (load_file(tmp_path / n / "bridges.safetensors") for n in ("full", "cached"))
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in full.items() if k.endswith("out.weight")), "trained"
+    for key in full:
+        torch.testing.assert_close(cached[key], full[key], atol=1e-4, rtol=1e-3)  # AdamW amplifies rounding
+    model, _, _ = load_trained(tmp_path / "cached")
+    assert model.calm_config.recency_bias and [list(p) for p in model.calm_config.layer_maps[0].pairs] == [[1, 2], [3, 3]]
+
+
+def test_layers_must_be_a_number_or_pairs(world, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--anchor", str(world["anchor"]), "--augmenting", str(world["augmenting"]), "--data",
+              str(world["chat"]), "--format", "chat", "--output", str(tmp_path / "out"), "--layers", "1-27"])
+    assert exit_.value.code == 2 and "pairs like 1:27,1:29" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

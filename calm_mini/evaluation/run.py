@@ -23,7 +23,9 @@ import os
 import re
 from pathlib import Path
 
+import torch
 from datasets import Dataset
+from transformers import TextStreamer
 
 from ..core.files import atomic_write
 from ..training.data import load_examples
@@ -93,13 +95,24 @@ def evaluate_bridges(bridges: str | os.PathLike, data: str, format: str, metric:
 
 
 def generate_text(bridges: str | os.PathLike, prompt: str, max_new_tokens: int = 64, anchor: str | None = None,
-                  augmenting: str | None = None, device: str | None = None) -> str:
-    """The greedy continuation of ``prompt`` by the bridges in ``bridges``: as a user turn in the
-    anchor tokenizer's chat template when it has one, else the plain text."""
+                  augmenting: str | None = None, device: str | None = None, num_beams: int = 1,
+                  sample: bool = False, temperature: float = 1.0, seed: int = 0, stream: bool = False) -> str:
+    """The continuation of ``prompt`` by the bridges in ``bridges``: as a user turn in the anchor
+    tokenizer's chat template when it has one, else the plain text.
+
+    Greedy by default; ``num_beams`` > 1 for beam search, ``sample`` to sample at ``temperature``
+    (seeded by ``seed``); ``stream`` prints the text as it is generated (a ``TextStreamer``).
+    """
     model, tokenizer, _ = load_trained(bridges, anchor, augmenting, device)
     chat = bool(getattr(tokenizer, "chat_template", None))
     text = chat_prompt(tokenizer, [{"role": "user", "content": prompt}]) if chat else prompt
-    answer = generate_answers(model, tokenizer, [text], 1, max_new_tokens, add_special_tokens=not chat)[0]
+    ids = tokenizer(text, add_special_tokens=not chat, return_tensors="pt")["input_ids"].to(model.device)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+    torch.manual_seed(seed)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, num_beams=num_beams,
+                         do_sample=sample, temperature=temperature if sample else None, streamer=streamer,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
     return cut_at_turn_end(tokenizer, answer) if chat else answer
 
 

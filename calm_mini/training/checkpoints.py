@@ -53,6 +53,15 @@ def save_checkpoint(output_dir: Path, step: int, log: list[dict], named, optimiz
     return output_dir / name
 
 
+def latest_step(output_dir: Path) -> int:
+    """The step of the checkpoint ``latest.json`` points to in ``output_dir``; 0 if there is none."""
+    try:
+        name = json.loads((Path(output_dir) / LATEST).read_text())["checkpoint"]
+        return json.loads((Path(output_dir) / name / "trainer_state.json").read_text())["step"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        return 0
+
+
 def load_checkpoint(output_dir: Path, named, optimizer, schedule, cfg: TrainConfig) -> tuple[int, list[dict]]:
     """Restore parameters, optimizer and schedule from ``output_dir``'s latest checkpoint.
 

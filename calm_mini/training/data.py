@@ -101,14 +101,13 @@ def encode(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, format: str, ma
     return Encoded(kept.remove_columns("truncated"), truncated, len(rows) - len(kept))
 
 
-def as_tensors(encoded: Encoded, pad_id: int) -> dict[str, torch.Tensor]:
-    """``input_ids``, ``attention_mask`` and ``labels`` (N, T), right-padded (labels -100 on padding)."""
-    ids, mask = pad(list(encoded.rows["input_ids"]), pad_id)
-    labels, _ = pad(list(encoded.rows["labels"]), IGNORE)
+def as_tensors(encoded: Encoded, pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask`` and ``labels`` (N, T), padded on ``side`` (labels -100 on padding)."""
+    ids, mask = pad(list(encoded.rows["input_ids"]), pad_id, side)
+    labels, _ = pad(list(encoded.rows["labels"]), IGNORE, side)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-# ---------------------------------------------------------------------- the three formats
 def _text_rows(batch: dict, tokenizer) -> dict:
     ids = [row + [tokenizer.eos_token_id] for row in tokenizer(batch["text"])["input_ids"]]
     return {"input_ids": ids, "labels": [list(row) for row in ids]}

@@ -105,6 +105,7 @@ class CachedAnswerWindow(nn.Module):
     def forward(self, input_ids, attention_mask, labels, features, target_ids=None, target_probs=None
                 ) -> CausalLMOutput:
         width = int(attention_mask.sum(-1).max())  # left padding: drop the columns no row uses
+        labels = labels[:, -width:]  # (B, ≤ W): an answer window, or every column of the kept ones
         anchor = self.model.anchor
         with anchor_stack(anchor, self.start, inputs=features[:, -width:], head=False):
             hidden = self.model(input_ids[:, -width:], attention_mask=attention_mask[:, -width:],

@@ -13,8 +13,9 @@ with :func:`calm_mini.training.train` and writes, into the output folder::
 
 Every file is written under a temporary name and renamed into place, ``calm_train.json`` last,
 so an error or Ctrl-C never leaves a half-written one; bad input is refused before anything is
-written. :func:`load_trained` rebuilds the trained composition from such a folder;
-:func:`upload` publishes it.
+written. Under ``accelerate launch`` the same call trains with DDP (each process on its share of
+every batch) and only the main process writes. :func:`load_trained` rebuilds the trained
+composition from such a folder; :func:`upload` publishes it.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
+from accelerate import Accelerator
+from torch import nn
 from tqdm.auto import tqdm
+from transformers.modeling_outputs import CausalLMOutput
 
 from ..core import ComposedModel, compose
 from ..core.factory import CROSS_TOKENIZER
@@ -39,7 +44,9 @@ from ..models import load
 from .card import model_card
 from .config import TrainConfig
 from .data import FORMATS, IGNORE, as_tensors, encode, load_examples
+from .features import CachedAnswerWindow, anchor_features
 from .loop import train
+from .targets import labelled_loss
 
 RUN_FILE = "calm_train.json"
 CARD_FILE = "README.md"
@@ -56,7 +63,7 @@ class RunArgs:
     augmenting: str
     data: str
     format: str
-    layers: int = 4
+    layers: int | list[list[int]] = 4
     steps: int = 500
     batch_size: int = 8
     lr: float = 1e-3
@@ -66,18 +73,23 @@ class RunArgs:
     eval_every: int = 0
     checkpoint_every: int = 50
     seed: int = 0
+    bucket_by_length: bool = False
+    recency_bias: bool = False
+    normalize_inputs: bool = False
+    cache_features: bool = False
 
     def __post_init__(self):
         if self.format not in FORMATS:
             raise ValueError(f"Unknown data format {self.format!r}: choose one of {', '.join(FORMATS)}.")
-        if self.layers < 1 or self.max_length < 2:
+        if (isinstance(self.layers, int) and self.layers < 1) or self.max_length < 2:
             raise ValueError(f"layers must be ≥ 1 and max_length ≥ 2; got {self.layers} and {self.max_length}.")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                            warmup_steps=min(50, self.steps // 10), seed=self.seed,
                            log_every=max(1, min(20, self.steps // 5)), eval_every=self.eval_every,
-                           checkpoint_every=self.checkpoint_every, precision="bf16" if self.bf16 else "fp32")
+                           checkpoint_every=self.checkpoint_every, precision="bf16" if self.bf16 else "fp32",
+                           bucket_by_length=self.bucket_by_length)
 
 
 @dataclass
@@ -107,21 +119,48 @@ def load_base_models(anchor: str, augmenting: str, bf16: bool = False, device: s
     return BaseModels(m_b.to(device), tok_b, m_a.to(device), tok_a)
 
 
-def compose_base_models(base: BaseModels, layers: int = 4, seed: int = 0) -> ComposedModel:
-    """``compose`` with every ``layers``-th augmenting layer; the cross-tokenizer path when the
-    vocabularies differ. The bridges' initial weights come from ``seed``."""
+def compose_base_models(base: BaseModels, layers: int | list[list[int]] = 4, seed: int = 0,
+                        **bridge_options) -> ComposedModel:
+    """``compose`` with every ``layers``-th augmenting layer, or the (augmenting, anchor) layer
+    pairs ``layers``; the cross-tokenizer path when the vocabularies differ. The bridges' initial
+    weights come from ``seed``; ``bridge_options``: ``recency_bias``, ``normalize_inputs``."""
     options = {} if base.shares_tokens else dict(anchor_tokenizer=base.anchor_tokenizer,
                                                  augmenting_tokenizer=base.augmenting_tokenizer)
+    layers = layers if isinstance(layers, int) else [tuple(pair) for pair in layers]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return compose(base.anchor, base.augmenting, layers=layers, check_vocab=not base.shares_tokens, **options)
+        return compose(base.anchor, base.augmenting, layers=layers, check_vocab=not base.shares_tokens,
+                       **bridge_options, **options)
+
+
+class LabelledRows(nn.Module):
+    """Trains a composed model on right-padded rows (those of :func:`as_tensors`) at the cost of
+    the rows themselves: each batch is cut to its longest row, and the anchor's output layer
+    (its whole vocabulary wide) runs only at the positions that predict a label — the same loss
+    as ``model(**batch).loss``, without the logits of prompts and padding.
+
+    ``forward(input_ids, attention_mask, labels)``, all (B, T), returns an output whose ``.loss``
+    is the mean cross-entropy over labelled tokens.
+    """
+
+    def __init__(self, model: ComposedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels) -> CausalLMOutput:
+        width = int(attention_mask.sum(-1).max())  # right padding: drop the columns no row uses
+        input_ids, attention_mask, labels = input_ids[:, :width], attention_mask[:, :width], labels[:, :width]
+        out = self.model(input_ids, attention_mask=attention_mask, logits_to_keep=1, output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # (B, T, D): the anchor's final states, after its last norm
+        return labelled_loss(hidden, labels, self.model.anchor.get_output_embeddings())
 
 
 def train_bridges(anchor: str, augmenting: str, data: str, format: str, output: str | os.PathLike, *,
-                  layers: int = 4, steps: int = 500, batch_size: int = 8, lr: float = 1e-3, max_length: int = 512,
+                  layers: int | Sequence[Sequence[int]] = 4, steps: int = 500, batch_size: int = 8, lr: float = 1e-3, max_length: int = 512,
                   bf16: bool = False, eval_data: str | None = None, eval_every: int = 0, checkpoint_every: int = 50,
                   seed: int = 0, stop_at: int | None = None, push_to_hub: str | None = None, device: str | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, bucket_by_length: bool = False, recency_bias: bool = False,
+                  normalize_inputs: bool = False, cache_features: bool = False) -> dict:
     """Train bridges between ``anchor`` and ``augmenting`` on ``data`` and save them to ``output``
     (see the module docstring). Calling it again with the same arguments resumes from the
     latest checkpoint in ``output/checkpoints`` (or, after a finished run, saves the same bridges).
@@ -130,14 +169,23 @@ def train_bridges(anchor: str, augmenting: str, data: str, format: str, output: 
         anchor, augmenting: model folders, hub names (online) or ``"smollm2-135m-offline"``.
         data: a local JSON/JSONL/CSV/Parquet/text file or a hub dataset, in ``format``:
             ``"text"``, ``"completion"`` or ``"chat"`` (see :mod:`calm_mini.training.data`).
-        layers: a bridge from every ``layers``-th augmenting layer (the paper's 4).
-        max_length: rows are cut to this many tokens.
+        layers: a bridge from every ``layers``-th augmenting layer (the paper's 4), or explicit
+            (augmenting layer, anchor layer) pairs, 0-based (-1: the embeddings).
+        max_length: rows are cut to this many tokens. Every batch is cut to its own longest row.
         bf16: base weights in bfloat16 and training under bf16 autocast (on a GPU).
         eval_data: validation data in the same format; its loss is computed every ``eval_every``
             steps and at the end.
         stop_at: stop after this step, as if interrupted (the run resumes when called again).
         push_to_hub: a hub repository id to publish the folder to at the end (needs to be
             logged in, ``huggingface-cli login``).
+        bucket_by_length: batches of rows of similar length (less padding; see
+            :func:`calm_mini.training.batch_indices`). Off by default: it changes which rows share
+            a batch, and cutting each batch to its longest row already costs nothing.
+        recency_bias, normalize_inputs: the kit's bridge options (see :class:`calm_mini.core.Bridge`).
+        cache_features: compute the frozen anchor's states below the lowest bridge once, so each
+            step runs only the anchor layers from there up (same loss; much faster when the
+            bridges sit high in the anchor; Llama-style anchors; the states of every row are kept
+            in memory: rows × length × anchor width floats).
     Returns:
         the report: steps, final loss, validation loss, example counts, bridge parameters, the
         layer map, seconds; ``stopped_at`` when ``stop_at`` ended it early.
@@ -148,10 +196,12 @@ def train_bridges(anchor: str, augmenting: str, data: str, format: str, output: 
             ``max_length``, a chat row without an assistant turn, or checkpoints of another run.
     """
     start = time.monotonic()
+    layers = layers if isinstance(layers, int) else [[int(a), int(b)] for a, b in layers]  # as calm_train.json holds them
     args = RunArgs(anchor=_resolved(anchor), augmenting=_resolved(augmenting), data=_resolved(data), format=format,
                    layers=layers, steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, bf16=bf16,
                    eval_data=_resolved(eval_data) if eval_data else None, eval_every=eval_every,
-                   checkpoint_every=checkpoint_every, seed=seed)
+                   checkpoint_every=checkpoint_every, seed=seed, bucket_by_length=bucket_by_length,
+                   recency_bias=recency_bias, normalize_inputs=normalize_inputs, cache_features=cache_features)
     cfg, output = args.train_config(), Path(output)
     if not progress:
         import datasets
@@ -159,22 +209,36 @@ def train_bridges(anchor: str, augmenting: str, data: str, format: str, output: 
 
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
-    dataset = load_examples(args.data)
-    eval_set = load_examples(args.eval_data) if args.eval_data else None
-    base = load_base_models(args.anchor, args.augmenting, bf16, device)
-    model = compose_base_models(base, layers, seed)
-    tokenizer = base.anchor_tokenizer
-    encoded = encode(dataset, tokenizer, format, max_length)
-    tensors = as_tensors(encoded, tokenizer.pad_token_id)
-    validation = as_tensors(encode(eval_set, tokenizer, format, max_length), tokenizer.pad_token_id) if eval_set else None
+    processes = Accelerator()  # one process, or each of those `accelerate launch` started
+    if batch_size % processes.num_processes:
+        raise ValueError(f"batch_size={batch_size} must be divisible by the {processes.num_processes} processes.")
+    with processes.main_process_first():  # the main process fills the datasets cache, the others read it
+        dataset = load_examples(args.data)
+        eval_set = load_examples(args.eval_data) if args.eval_data else None
+        base = load_base_models(args.anchor, args.augmenting, bf16,
+                                device or (str(processes.device) if processes.use_distributed else None))
+        tokenizer = base.anchor_tokenizer
+        encoded = encode(dataset, tokenizer, format, max_length)
+        validation = (as_tensors(encode(eval_set, tokenizer, format, max_length), tokenizer.pad_token_id)
+                      if eval_set else None)
+    model = compose_base_models(base, args.layers, seed, recency_bias=recency_bias, normalize_inputs=normalize_inputs)
+    tensors = as_tensors(encoded, tokenizer.pad_token_id, side="left" if cache_features else "right")
     checkpoints = output / CHECKPOINTS
     identity = {k: v for k, v in asdict(args).items() if k not in NOT_COMPARED}
     identity["data_fingerprint"] = _fingerprint(tensors)
     _check_same_run(checkpoints, identity)  # the last check: nothing is written before it
-    atomic_write(checkpoints / RUN_IDENTITY, lambda path: Path(path).write_text(json.dumps(identity, indent=2)))
-    evaluate = _validation_loss(model, validation, batch_size, bf16) if validation is not None else None
-    log = train(model, tensors, cfg, checkpoints, evaluate=evaluate, progress=progress, desc="bridges",
-                distributed=False, stop_at=stop_at)
+    if processes.is_main_process:
+        atomic_write(checkpoints / RUN_IDENTITY, lambda path: Path(path).write_text(json.dumps(identity, indent=2)))
+    rows = LabelledRows(model)
+    evaluate = _validation_loss(rows, validation, batch_size, bf16) if validation is not None else None
+    trainer = rows
+    if cache_features:  # the states entering the lowest bridged layer, once: a step runs the layers above
+        trainer = CachedAnswerWindow(model)
+        tensors["features"] = anchor_features(base.anchor, tensors, trainer.start, batch_size)
+    # DDP under `accelerate launch`: each process trains on its share of every batch; the main one
+    # evaluates and writes the checkpoints, every one resumes from them
+    log = train(trainer, tensors, cfg, checkpoints, evaluate=evaluate, progress=progress, desc="bridges",
+                accelerator=processes, stop_at=stop_at)
     pairs = [list(p) for p in model.calm_config.layer_maps[0].pairs]
     report = {
         "steps": log[-1]["step"] if log else 0, "final_loss": log[-1]["loss"] if log else None,
@@ -185,9 +249,11 @@ def train_bridges(anchor: str, augmenting: str, data: str, format: str, output: 
     }
     if stop_at is not None and stop_at < steps:
         return {**report, "stopped_at": max(1, stop_at)}
-    _save_run(output, model, args, report, log)
-    if push_to_hub:
-        report["hub"] = upload(output, push_to_hub)
+    if processes.is_main_process:
+        _save_run(output, model, args, report, log)
+        if push_to_hub:
+            report["hub"] = upload(output, push_to_hub)
+    processes.wait_for_everyone()
     return report
 
 
@@ -263,15 +329,15 @@ def _check_same_run(checkpoints: Path, identity: dict) -> None:
                          f"output folder, or delete {checkpoints} to start over.")
 
 
-def _validation_loss(model: ComposedModel, data: dict[str, torch.Tensor], batch_size: int, bf16: bool):
+def _validation_loss(trainer: LabelledRows, data: dict[str, torch.Tensor], batch_size: int, bf16: bool):
     """A callback for :func:`train`: the mean next-token loss per labelled token on ``data``."""
     def evaluate() -> dict[str, float]:
-        total, count, device = 0.0, 0, model.device
+        total, count, device = 0.0, 0, trainer.model.device
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for first in range(0, len(data["input_ids"]), batch_size):
                 batch = {k: v[first:first + batch_size].to(device) for k, v in data.items()}
                 tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
-                total += model(**batch).loss.float().item() * tokens
+                total += trainer(**batch).loss.float().item() * tokens
                 count += tokens
         tqdm.write(f"validation loss {total / max(count, 1):.4f}")
         return {"eval_loss": total / max(count, 1)}
