@@ -1,10 +1,11 @@
 """``python -m calm_mini …``: the kit's commands.
 
-    python -m calm_mini reproduce   the key-value experiment (the paper's Table 1), end to end
+    python -m calm_mini reproduce   the key-value experiment (the paper's Table 1), end to end (--seeds 5: mean, min, max)
     python -m calm_mini ablations   same budget: random/vanilla/encoder m_A, LoRA, fine-tuned m_B, placement
     python -m calm_mini demo        compose SmolLM2 with a tiny model; print the layer map and a generation
     python -m calm_mini facts       SmolLM2 learns fictional facts from a small augmenting model (offline)
     python -m calm_mini keys-chars  SmolLM2 reads a character-level model's memory across tokenizers (offline)
+    python -m calm_mini readme      render the README's results from assets/*.json (--check: compare only)
 
 Your own models on your own data (folders, hub names or smollm2-135m-offline; JSON/JSONL/CSV/Parquet/text):
 
@@ -78,31 +79,72 @@ def _experiment_config(args: argparse.Namespace):
     return cfg
 
 
+def _seeds(text: str) -> list[int]:
+    """``--seeds 5`` → seeds 0..4; ``--seeds 0,3,7`` (or ``--seeds 3,``) → those seeds."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()] if "," in text else list(range(int(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a count (--seeds 5) or a list (--seeds 0,1,2)") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a count ≥ 1 or distinct seeds ≥ 0 (--seeds 0,1,2)")
+    return seeds
+
+
+def _results_folder(args: argparse.Namespace) -> Path:
+    """Several seeds write the committed results (``assets/``); one seed writes to ``runs/``,
+    so ``make run`` never overwrites the committed multi-seed file. ``--assets`` overrides."""
+    return Path(args.assets or ("assets" if len(args.seeds) > 1 else "runs"))
+
+
+def _committed(name: str) -> dict | None:
+    """The committed report ``assets/NAME`` (read before a run that might overwrite it), or None."""
+    import json
+
+    path = Path("assets") / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def reproduce(args: argparse.Namespace) -> None:
     from .experiments.kv import reproduce
-    from .experiments.reports import format_table
+    from .experiments.reports import against_range, config_hash, format_table, range_cells
 
     cfg = _experiment_config(args)
+    committed, folder = _committed("kv_results.json"), _results_folder(args)
     checkpoints = None if args.no_checkpoints else Path(args.checkpoints or f"runs/kv-{cfg.setting}")
-    report = reproduce(cfg, args.assets, args.cache_dir, checkpoints, progress=not args.quiet,
-                       tasks={t: TASKS[t] for t in args.tasks})
+    report = reproduce(cfg, folder, args.cache_dir, checkpoints, progress=not args.quiet,
+                       tasks={t: TASKS[t] for t in args.tasks}, seeds=args.seeds)
     if not report:  # a non-main process under `accelerate launch`: the main one reports
         return
     print(f"\n{report['summary']}\n")
-    print("Exact match (%), held-out keys for KV-SUBS and KV-MATH; the paper's Table 1 in brackets:")
-    print(format_table(report["table"], PAPER))
-    print(f"\nseconds: {report['seconds']}; results: {Path(args.assets) / 'kv_results.json'}")
+    if "range" in report:
+        print(f"Exact match (%), mean (min–max) over seeds {report['seeds']}; the paper's Table 1 in brackets:")
+        print(format_table(range_cells(report["range"]), PAPER))
+    else:
+        print(f"Exact match (%), seed {report['seeds'][0]}, held-out keys for KV-SUBS and KV-MATH; "
+              "the paper's Table 1 in brackets:")
+        print(format_table(report["table"], PAPER))
+        print("\nCALM against the committed multi-seed range (assets/kv_results.json):")
+        print("\n".join(against_range(report["table"], committed, "CALM", config_hash(cfg))))
+    print(f"\nseconds: {report['seconds']}; results: {folder / 'kv_results.json'}")
 
 
 def ablations(args: argparse.Namespace) -> None:
     from .experiments.kv import ablations
-    from .experiments.reports import format_table
+    from .experiments.reports import against_range, config_hash, format_table, range_cells
 
-    report = ablations(_experiment_config(args), args.assets, args.cache_dir, progress=not args.quiet)
+    cfg = _experiment_config(args)
+    committed, folder = _committed("kv_ablations.json"), _results_folder(args)
+    report = ablations(cfg, folder, args.cache_dir, progress=not args.quiet, seeds=args.seeds)
     for name in ("variants", "placement"):
         print(f"\n{name} (exact match %; the bridges train {report['budget']:,} parameters):")
-        print(format_table(report[name], paper=None, row_label="variant"))
-    print(f"\nresults: {Path(args.assets) / 'kv_ablations.json'}")
+        rows = (range_cells(report["range"][name]) if "range" in report
+                else {n: {k: r[k] for k in ("NUM-MATH", "KV-MATH")} for n, r in report[name].items()})
+        print(format_table(rows, paper=None, row_label="variant"))
+    if "range" not in report:
+        print("\nHeadline rows against the committed multi-seed range (assets/kv_ablations.json):")
+        ranged = committed if committed is None or "range" not in committed else {**committed, "range": committed["range"]["variants"]}
+        print("\n".join(against_range(report["variants"], ranged, None, config_hash(cfg))))
+    print(f"\nresults: {folder / 'kv_ablations.json'}")
 
 
 def facts(args: argparse.Namespace) -> None:
@@ -128,14 +170,49 @@ def keys_chars(args: argparse.Namespace) -> None:
     print(f"\nresults: {Path(args.assets) / RESULTS}")
 
 
+def readme(args: argparse.Namespace) -> None:
+    from .experiments.readme import load_reports, stale_reports, update_readme
+
+    differ = update_readme(args.readme, args.assets, check=args.check)
+    for why in stale_reports(load_reports(args.assets)).values():
+        print(f"note: {why}")
+    if args.check and differ:
+        print(f"{args.readme} disagrees with {args.assets}/ in: {', '.join(differ)}; run `python -m calm_mini readme`.")
+        sys.exit(1)
+    print(f"{args.readme}: " + ("every generated part agrees with its JSON." if not differ
+                                else f"rewrote {', '.join(differ)}."))
+
+
+def _layers(text: str) -> int | list[list[int]]:
+    """``--layers``: ``4`` (every 4th augmenting layer) or ``1:27,1:29`` (explicit pairs)."""
+    try:
+        return int(text) if ":" not in text else [[int(n) for n in pair.split(":")] for pair in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number (every K-th layer) or pairs like 1:27,1:29") from None
+
+
 def train(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
+    from .training.checkpoints import latest_step
     from .training.run import CHECKPOINTS, train_bridges
 
-    report = train_bridges(args.anchor, args.augmenting, args.data, args.format, args.output, layers=args.layers,
-                           steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-                           bf16=args.bf16, eval_data=args.eval_data, eval_every=args.eval_every,
-                           checkpoint_every=args.checkpoint_every, seed=args.seed, stop_at=args.stop_at,
-                           push_to_hub=args.push_to_hub, progress=not args.quiet)
+    try:
+        report = train_bridges(args.anchor, args.augmenting, args.data, args.format, args.output, layers=args.layers,
+                               steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
+                               bf16=args.bf16, eval_data=args.eval_data, eval_every=args.eval_every,
+                               checkpoint_every=args.checkpoint_every, seed=args.seed, stop_at=args.stop_at,
+                               push_to_hub=args.push_to_hub, progress=not args.quiet,
+                               bucket_by_length=args.bucket_by_length, recency_bias=args.recency_bias,
+                               normalize_inputs=args.normalize_inputs, cache_features=args.cache_features)
+    except KeyboardInterrupt:  # Ctrl-C: say where the rerun starts, without a traceback
+        step = latest_step(Path(args.output) / CHECKPOINTS)
+        where = (f"the checkpoint of step {step} in {Path(args.output) / CHECKPOINTS} is complete" if step
+                 else "no checkpoint had been written yet")
+        print(f"\ninterrupted: {where}; run the same command to resume.", file=sys.stderr)
+        sys.exit(130)
+    if not PartialState().is_main_process:  # under `accelerate launch` the main process reports
+        return
     print(f"{len(report['layer_map'])} bridges ({report['bridge_parameters']:,} parameters), layer map "
           f"(augmenting, anchor) {[tuple(p) for p in report['layer_map']]}; {report['examples']} examples "
           f"({report['truncated']} cut at {args.max_length} tokens, {report['dropped']} dropped)")
@@ -166,7 +243,11 @@ def evaluate(args: argparse.Namespace) -> None:
 def generate(args: argparse.Namespace) -> None:
     from .evaluation.run import generate_text
 
-    print(generate_text(args.bridges, args.prompt, args.max_new_tokens, anchor=args.anchor, augmenting=args.augmenting))
+    text = generate_text(args.bridges, args.prompt, args.max_new_tokens, anchor=args.anchor, augmenting=args.augmenting,
+                         num_beams=args.num_beams, sample=args.sample, temperature=args.temperature, seed=args.seed,
+                         stream=args.stream)
+    if not args.stream:  # the streamer has printed it
+        print(text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,7 +260,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--setting", default="classroom", help="classroom (CPU, minutes), full (GPU) or smoke (seconds)")
         p.add_argument("--steps", type=int, help="bridge training steps (default: the setting's)")
         p.add_argument("--dc-fraction", type=float, help="fraction of keys in D_C (default 0.2, as the paper)")
-        p.add_argument("--assets", default="assets", help="where results JSON and figures go")
+        p.add_argument("--seeds", type=_seeds, default=[0], metavar="N|S,S,…",
+                       help="run seeds 0..N-1 (or the listed ones: data, base models and bridges) and report "
+                            "mean, min and max per cell (default: seed 0 alone)")
+        p.add_argument("--assets", help="where the results JSON and figures go (default: assets/ for several "
+                                        "seeds, the committed results; runs/ for one)")
         p.add_argument("--cache-dir", help="base-model cache (default $CALM_MINI_CACHE or ~/.cache/calm_mini)")
         p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for tiny models)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -214,6 +299,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small models here)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=keys_chars)
+    p = commands.add_parser("readme", help="render the README's result tables from the JSON reports in assets/")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming each part that disagrees")
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--assets", default="assets")
+    p.set_defaults(run=readme)
     _own_commands(commands)
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
@@ -235,7 +325,13 @@ def _own_commands(commands) -> None:
     p.add_argument("--format", required=True, help="text (column text), completion (prompt, completion) or chat "
                                                    "(messages; the loss on assistant turns)")
     p.add_argument("--output", required=True, help="folder for the bridges, the model card and checkpoints")
-    p.add_argument("--layers", type=int, default=4, help="a bridge from every k-th augmenting layer (default 4)")
+    p.add_argument("--layers", type=_layers, default=4, metavar="K|A:B,…",
+                   help="a bridge from every K-th augmenting layer (default 4), or explicit pairs augmenting:anchor "
+                        "layer, 0-based, e.g. 1:27,1:29 (-1: the embeddings)")
+    p.add_argument("--recency-bias", action="store_true", help="bridges with the kit's recency bias")
+    p.add_argument("--normalize-inputs", action="store_true", help="bridges in units of the states' RMS")
+    p.add_argument("--cache-features", action="store_true",
+                   help="compute the anchor below the lowest bridge once (faster when bridges sit high; Llama-style)")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -246,6 +342,8 @@ def _own_commands(commands) -> None:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop-at", type=int, help="stop after this step, as if interrupted (rerun to continue)")
+    p.add_argument("--bucket-by-length", action="store_true",
+                   help="batch rows of similar length (less padding; changes which rows share a batch)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the folder to this hub repository (online)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -269,6 +367,11 @@ def _own_commands(commands) -> None:
     p.add_argument("--bridges", required=True, help="the --output folder of train")
     p.add_argument("--prompt", required=True, help="a user turn in the anchor's chat template if it has one")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: greedy)")
+    p.add_argument("--sample", action="store_true", help="sample instead of taking the most likely token")
+    p.add_argument("--temperature", type=float, default=1.0, help="with --sample")
+    p.add_argument("--seed", type=int, default=0, help="with --sample")
+    p.add_argument("--stream", action="store_true", help="print the text as it is generated")
     p.add_argument("--anchor", help="instead of the anchor named in calm_train.json")
     p.add_argument("--augmenting", help="instead of the augmenting model named in calm_train.json")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")

@@ -21,7 +21,9 @@ from calm_mini.experiments.kv import (
     placement_study,
     reproduce,
 )
-from calm_mini.experiments.reports import format_table
+from calm_mini.experiments.kv.data import build_kv_splits
+from calm_mini.experiments.kv.run import seeded
+from calm_mini.experiments.reports import config_hash, format_table
 from calm_mini.models import tiny
 from conftest import make_pair, randomise_bridges
 
@@ -50,6 +52,43 @@ def test_reproduce_writes_results_and_resumes_from_its_checkpoint(tmp_path, cach
                                                                                    "calm_config.json"]
     again = reproduce(SMOKE, tmp_path / "assets", cache, tmp_path / "ckpt", progress=False)
     assert again["table"] == report["table"], "a rerun resumes the finished checkpoint and gives the same table"
+
+
+def test_seeded_sets_every_seed_and_changes_the_data():
+    assert seeded(SMOKE, 0) == SMOKE, "seed 0 is the default run"
+    one = seeded(SMOKE, 1)
+    assert (one.kv.seed, one.anchor.train.seed, one.augmenting.train.seed, one.bridges.seed) == (1, 1, 1, 1)
+    assert build_kv_splits(one.kv).keys != build_kv_splits(SMOKE.kv).keys
+
+
+def test_seeds_on_the_command_line_are_a_count_or_a_list():
+    import argparse
+
+    from calm_mini.cli import _seeds
+
+    assert _seeds("5") == [0, 1, 2, 3, 4] and _seeds("0,3,7") == [0, 3, 7] and _seeds("3,") == [3]
+    for bad in ("0", "1,1", "x", "-1,2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--seeds"):
+            _seeds(bad)
+
+
+def test_two_seeds_give_per_seed_runs_and_their_mean_min_and_max(tmp_path, cache):
+    report = reproduce(SMOKE, tmp_path, cache, None, progress=False, seeds=[0, 1])
+    runs = report["per_seed"]
+    assert [r["seed"] for r in runs] == report["seeds"] == [0, 1]
+    assert runs[0]["log"] != runs[1]["log"], "each seed trains its own data, base models and bridges"
+    alone = reproduce(seeded(SMOKE, 1), tmp_path / "one", cache, None, progress=False)
+    assert runs[1]["table"] == alone["table"], "a seed's table is that seed's own run"
+    for task, cells in report["range"].items():
+        for model, r in cells.items():
+            values = [run["table"][task][model] for run in runs]
+            assert (r["min"], r["max"]) == (min(values), max(values))
+            assert r["mean"] == round(sum(values) / 2, 1) == report["table"][task][model]
+    assert report["config_hash"] == config_hash(SMOKE) and report["calm_mini_version"]
+    saved = json.loads((tmp_path / "kv_results.json").read_text())
+    assert saved["range"] == report["range"] and saved["per_seed"][1]["table"] == runs[1]["table"]
+    title = (tmp_path / "figures" / "kv_table1.html").read_text()
+    assert f"smoke, mean of seeds 0, 1, calm_mini {report['calm_mini_version']}" in title
 
 
 def test_format_table_shows_the_papers_numbers():
@@ -134,6 +173,27 @@ def test_cli_refuses_a_corrupt_checkpoint(tmp_path, cache):
     (tmp_path / "ckpt" / "latest.json").write_text("{not json")
     result = _cli(*args)
     assert result.returncode == 2 and "corrupt" in result.stderr
+
+
+def test_a_single_run_writes_to_runs_and_is_placed_against_the_committed_range(tmp_path, cache):
+    """`make run` (one seed) prints each CALM cell against the committed multi-seed range and never
+    overwrites the committed file in assets/."""
+    committed = {"setting": "smoke", "config_hash": config_hash(SMOKE), "seeds": [0, 1, 2, 3, 4],
+                 "range": {"KV-MATH": {"CALM": {"mean": 50.0, "min": 40.0, "max": 60.0}},
+                           "NUM-MATH": {"CALM": {"mean": 0.0, "min": 0.0, "max": 10.0}}}}
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "kv_results.json").write_text(json.dumps(committed))
+    result = subprocess.run([sys.executable, "-m", "calm_mini", "reproduce", "--setting", "smoke", "--quiet",
+                             "--cache-dir", str(cache), "--no-checkpoints"], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ran = json.loads((tmp_path / "runs" / "kv_results.json").read_text())["table"]
+    assert f"KV-MATH · CALM: {ran['KV-MATH']['CALM']:.1f}  (committed 5-seed range 40.0–60.0" in result.stdout
+    verdicts = {task: "inside" if lo <= ran[task]["CALM"] <= hi else "OUTSIDE"
+                for task, (lo, hi) in {"KV-MATH": (40, 60), "NUM-MATH": (0, 10)}.items()}
+    for task, verdict in verdicts.items():
+        assert any(line.startswith(f"{task} · CALM") and line.endswith(verdict) for line in result.stdout.splitlines())
+    assert json.loads((tmp_path / "assets" / "kv_results.json").read_text()) == committed
 
 
 @pytest.mark.parametrize("setting", ["smoke", "classroom", "full"])

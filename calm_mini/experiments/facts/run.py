@@ -32,7 +32,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ...training import train
-from ..reports import jsonable, write_report
+from ..reports import provenance, write_report
 from .augmenting import load_or_train_augmenting
 from .bridges import bridge_data, bridge_trainer, compose_facts
 from .config import FactsConfig
@@ -84,7 +84,7 @@ def run(cfg: FactsConfig, assets: str | Path | None = "assets", cache_dir: str |
     ordinary = compare_ordinary(anchor, model, tokenizer, ordinary_prompts(tokenizer)["shown"],
                                 ordinary_questions()["shown"], cfg.ordinary_new_tokens, cfg.eval_batch_size)
     report = {
-        "setting": cfg.setting, "split": split, "config": jsonable(cfg),
+        "setting": cfg.setting, "split": split, **provenance(cfg, [cfg.world.seed]),
         "people": {s: len(world.split(s)) for s in ("train", "validation", "heldout")},
         "augmenting_knows_statements": known, "chat": table, "ordinary": ordinary,
         "bridge_parameters": model.num_bridge_parameters(),

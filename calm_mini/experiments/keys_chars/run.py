@@ -24,7 +24,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..reports import format_table, jsonable, write_report
+from ..reports import format_table, provenance, write_report
 from .augmenting import load_or_train_augmenting
 from .bridges import compose_keys, train_bridges
 from .config import KeysCharsConfig
@@ -46,7 +46,8 @@ def run(cfg: KeysCharsConfig, anchor: PreTrainedModel | None = None, tokenizer: 
 
     Report: ``table`` (``{"held-out keys": {"anchor", "augmenting", "composite"}, "D_C keys":
     {"composite"}}``, exact match %), ``augmenting_own_format`` (m_A on ``key:`` for held-out
-    keys, %), ``keys`` (how many of each), ``log``, parameter counts, ``seconds``, ``summary``.
+    keys, %), ``keys`` (how many of each), ``log``, parameter counts, ``seconds``, ``summary``, and
+    the config with its hash, the kit's version and the seed (the keys' draw).
     """
     from ...models import load
 
@@ -70,7 +71,7 @@ def run(cfg: KeysCharsConfig, anchor: PreTrainedModel | None = None, tokenizer: 
     table["held-out keys"]["composite"] = next_token_accuracy(model, tokenizer, data.heldout_rows, batch)
     table["D_C keys"] = {"composite": next_token_accuracy(model, tokenizer, data.seen_rows, batch)}
     report = {
-        "setting": cfg.setting, "config": jsonable(cfg),
+        "setting": cfg.setting, **provenance(cfg, [cfg.keys.seed]),
         "keys": {"all": len(data.keys), "dc": len(data.dc_keys), "heldout": len(data.heldout_keys),
                  "scored": len(data.heldout_rows) // len(cfg.keys.templates), "templates": len(cfg.keys.templates)},
         "table": table,

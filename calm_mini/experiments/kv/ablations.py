@@ -11,6 +11,7 @@ import copy
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from datasets import concatenate_datasets
@@ -19,9 +20,9 @@ from torch import nn
 from ...core import ComposedModel, Reading, SequenceState, positions_from_mask
 from ...models import tiny_like
 from ...training import encode_examples, pad
-from ..reports import jsonable, write_report
+from ..reports import mean_table, provenance, spread, write_report
 from .base_models import BaseModels, build_base_models, load_or_train
-from .run import TASKS, ExperimentConfig, compose_kv, evaluate, save_figures, train_bridges
+from .run import TASKS, ExperimentConfig, compose_kv, evaluate, save_figures, seeded, train_bridges
 
 
 def placement_study(cfg: "ExperimentConfig") -> dict[str, tuple[tuple[int, int], ...]]:
@@ -123,13 +124,33 @@ def train_and_score(
 
 def ablations(
     cfg: ExperimentConfig, assets: str | Path = "assets", cache_dir: str | Path | None = None,
-    progress: bool = True, placements: dict | None = None,
+    progress: bool = True, placements: dict | None = None, seeds: Sequence[int] = (0,),
 ) -> dict:
-    """Every variant trains the same number of parameters (the bridges' count) on the same D_C.
+    """Every variant trains the same number of parameters (the bridges' count) on the same D_C,
+    once per seed in ``seeds`` (each seeds data, base models and bridges, :func:`seeded`).
 
-    Returns ``{"variants": {name: {task: acc}}, "placement": {name: {...}}}`` and writes
-    ``kv_ablations.json`` and figures to ``assets``.
+    Returns ``{"variants": {name: {task: acc, ...}}, "placement": {name: {...}}, "budget": ...}``
+    (with several seeds each accuracy is the mean, ``range`` holds ``{"variants"|"placement":
+    {name: {task: {"mean", "min", "max"}}}}`` and ``per_seed`` each seed's tables) plus the
+    config, its hash, the version and the seeds; writes ``kv_ablations.json`` and figures to ``assets``.
     """
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={list(seeds)}: give one or more distinct seeds, e.g. --seeds 5 or --seeds 0,1,2.")
+    runs = [_ablations_one_seed(seeded(cfg, seed), cache_dir, progress, placements) for seed in seeds]
+    tasks = ("NUM-MATH", "KV-MATH")
+    report = {"setting": cfg.setting, **provenance(cfg, seeds), "budget": runs[0]["budget"]}
+    for part in ("variants", "placement"):
+        report[part] = mean_table([run[part] for run in runs], tasks)
+    if len(seeds) > 1:
+        report["range"] = {part: spread([run[part] for run in runs], tasks) for part in ("variants", "placement")}
+        report["per_seed"] = [{"seed": seed, **run} for seed, run in zip(seeds, runs)]
+    write_report(report, Path(assets) / "kv_ablations.json")
+    save_figures(report, Path(assets), "ablations")
+    return report
+
+
+def _ablations_one_seed(cfg: ExperimentConfig, cache_dir, progress: bool, placements: dict | None) -> dict:
+    """One seed's variants and placement study: ``{"budget", "variants", "placement"}``."""
     base = build_base_models(cfg.kv, cfg.anchor, cfg.augmenting, cache_dir, progress)
     tokenizer, splits = base.data.tokenizer, base.data.splits
     tasks = {k: v for k, v in TASKS.items() if k in ("NUM-MATH", "KV-MATH")}
@@ -148,7 +169,7 @@ def ablations(
     run("m_A as encoder", EncoderComposition.of(compose_kv(base, cfg)), encode_with_prompts(splits["dc_train"], tokenizer))
     run("LoRA on m_B", lora_anchor(base.anchor, budget))
     skyline = copy.deepcopy(base.anchor).requires_grad_(True)
-    everything = concatenate_datasets([splits["dc_train"], splits["augmenting_train"]]).shuffle(seed=0)
+    everything = concatenate_datasets([splits["dc_train"], splits["augmenting_train"]]).shuffle(seed=cfg.kv.seed)
     run("fine-tuned m_B (skyline)", skyline, encode_examples(everything, tokenizer))
 
     placement: dict[str, dict] = {}
@@ -159,9 +180,5 @@ def ablations(
             row = train_and_score(model, base, cfg, tasks=tasks, progress=progress, desc=label)
             placement[label] = {t: row[t] for t in tasks} | {
                 "bridges": len(layers), "layers": [list(p) for p in layers], "recency_bias": recency,
-                "trainable": row["trainable"], "final_loss": row["final_loss"]}
-    report = {"setting": cfg.setting, "config": jsonable(cfg), "budget": budget, "variants": variants,
-              "placement": placement}
-    write_report(report, Path(assets) / "kv_ablations.json")
-    save_figures(report, Path(assets), "ablations")
-    return report
+                "trainable": row["trainable"], "final_loss": row["final_loss"], "seconds": row["seconds"]}
+    return {"budget": budget, "variants": variants, "placement": placement}

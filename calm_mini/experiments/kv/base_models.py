@@ -27,6 +27,8 @@ CACHE_VERSION = 1  # bump when training code changes what a cached model would b
 ROLES = {"anchor": "anchor_train", "augmenting": "augmenting_train", "vanilla": "anchor_train"}
 # How the base models train unless told otherwise (AdamW, linear warm-up, cosine decay).
 BASE_TRAINING = TrainConfig(steps=300, batch_size=64, lr=3e-3, warmup_steps=30, weight_decay=0.1)
+# The classroom anchor learns arithmetic on two or three operands: it needs more steps than m_A.
+ANCHOR_TRAINING = replace(BASE_TRAINING, steps=1000)
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,8 @@ class BaseModelConfig:
 
     @classmethod
     def anchor_classroom(cls, **overrides) -> BaseModelConfig:
-        """m_B for ``KVConfig.classroom()``: 4 layers, d=128, 4 heads."""
-        return replace(cls(), **overrides)
+        """m_B for ``KVConfig.classroom()``: 4 layers, d=128, 4 heads, ``ANCHOR_TRAINING``."""
+        return replace(cls(train=ANCHOR_TRAINING), **overrides)
 
     @classmethod
     def augmenting_classroom(cls, **overrides) -> BaseModelConfig:

@@ -8,8 +8,9 @@ Keys are short random lowercase strings, each a single token; each key has an in
              the keys' values. Neither model alone can do it; the composition can.
 
 The keys are split into D_C keys (``dc_fraction``, 20 % by default) and held-out keys. The
-bridges are trained on D_C (KV-MATH over D_C keys only, mixed with NUM-MATH) and evaluated on
-KV-MATH over held-out keys: to succeed they must read the values out of m_A rather than memorise.
+bridges are trained on D_C (KV-MATH and KV-SUBS over D_C keys only, mixed with NUM-MATH) and
+evaluated on KV-SUBS and KV-MATH over held-out keys: to succeed they must read the values out of
+m_A rather than memorise. No held-out key appears anywhere in D_C.
 
 Every example is a row with columns ``prompt``, ``answer``, ``text`` (= prompt + answer),
 ``task`` and ``keys`` (the keys the example uses; empty for NUM-MATH). ``text`` carries no
@@ -49,8 +50,11 @@ KVFormat = Literal["direct", "equals"]
 class KVConfig:
     """Settings of the key-value arithmetic data.
 
-    Sizes count examples. NUM-MATH expressions for ``n_anchor_train`` and ``n_eval`` are
-    distinct, as are the KV-MATH expressions of D_C and of its evaluation set.
+    NUM-MATH draws its numbers from ``number_range``, which must contain ``value_range``: the
+    anchor's arithmetic covers every value a key can stand for. Sizes count examples. NUM-MATH expressions for ``n_anchor_train`` and ``n_eval`` are
+    distinct, as are the KV-MATH expressions of D_C and of its evaluation set. D_C holds
+    ``n_dc_train`` rows: ``dc_num_math_fraction`` NUM-MATH, ``dc_kv_subs_fraction`` KV-SUBS over
+    D_C keys (so the composition learns the format it is asked for KV-SUBS), the rest KV-MATH.
 
     ``kv_format`` is how KV-SUBS is written (key ``kaz`` with value 7):
 
@@ -66,13 +70,15 @@ class KVConfig:
     n_keys: int = 300
     key_length: int = 3
     value_range: tuple[int, int] = (0, 9)
+    number_range: tuple[int, int] = (0, 19)
     operators: str = "+-"
     n_operands: tuple[int, int] = (2, 2)
     dc_fraction: float = 0.2
-    n_anchor_train: int = 160
+    n_anchor_train: int = 600
     n_dc_train: int = 2000
     dc_num_math_fraction: float = 0.4
-    n_eval: int = 40
+    dc_kv_subs_fraction: float = 0.1
+    n_eval: int = 200
     n_eval_kv_math: int = 200
     kv_format: KVFormat = "direct"
     seed: int = 0
@@ -82,10 +88,25 @@ class KVConfig:
 
     @classmethod
     def classroom(cls, **overrides) -> KVConfig:
-        """Single-digit values, two operands, + and −: both base models train on 2 CPU cores
-        in about a minute. The NUM-MATH space has only 10·10·2 = 200 expressions: 160 train
-        the anchor, 40 are held out."""
+        """Single-digit values, two operands, + and −: both base models train on 2 CPU cores in
+        about a minute. The anchor's numbers run 0–19 (keys' values are 0–9, a part of them), so
+        the NUM-MATH space holds 20²·2 = 800 expressions: 600 train the anchor and 200 others
+        are held out, so one example is 0.5 points."""
         return replace(cls(), **overrides)
+
+    @classmethod
+    def paper_cpu(cls, **overrides) -> KVConfig:
+        """Harder, still on a CPU: 1,000 keys, three operands, + − ×. The NUM-MATH space holds
+        10³·3² = 9,000 expressions."""
+        base = cls(
+            n_keys=1000,
+            operators="+-*",
+            number_range=(0, 9),
+            n_operands=(3, 3),
+            n_anchor_train=8000,
+            n_dc_train=4000,
+        )
+        return replace(base, **overrides)
 
     @classmethod
     def full(cls, **overrides) -> KVConfig:
@@ -94,6 +115,7 @@ class KVConfig:
             n_keys=2000,
             key_length=4,
             value_range=(0, 99),
+            number_range=(0, 99),
             operators="+-*",
             n_operands=(3, 6),
             n_anchor_train=200_000,
@@ -117,6 +139,9 @@ def _validate(cfg: KVConfig) -> None:
     lo, hi = cfg.value_range
     if not 0 <= lo <= hi:
         raise ValueError(f"value_range={cfg.value_range}: need 0 <= min <= max, e.g. (0, 9).")
+    if not cfg.number_range[0] <= lo <= hi <= cfg.number_range[1]:
+        raise ValueError(f"number_range={cfg.number_range} must contain value_range={cfg.value_range}: the "
+                         f"anchor must know every number a key stands for.")
     kmin, kmax = cfg.n_operands
     if not 2 <= kmin <= kmax:
         raise ValueError(f"n_operands={cfg.n_operands}: need 2 <= min <= max, e.g. (2, 2).")
@@ -138,18 +163,19 @@ def _validate(cfg: KVConfig) -> None:
             f"need at least one D_C key and one held-out key; choose a fraction strictly "
             f"between {1 / cfg.n_keys:.3g} and {1 - 1 / cfg.n_keys:.3g}."
         )
-    if not 0.0 <= cfg.dc_num_math_fraction < 1.0:
+    fractions = cfg.dc_num_math_fraction + cfg.dc_kv_subs_fraction
+    if min(cfg.dc_num_math_fraction, cfg.dc_kv_subs_fraction) < 0.0 or fractions >= 1.0:
         raise ValueError(
-            f"dc_num_math_fraction={cfg.dc_num_math_fraction}: need 0 <= fraction < 1 "
-            f"(D_C must contain some KV-MATH)."
+            f"dc_num_math_fraction={cfg.dc_num_math_fraction}, dc_kv_subs_fraction="
+            f"{cfg.dc_kv_subs_fraction}: need each >= 0 and their sum < 1 (D_C must contain "
+            f"some KV-MATH)."
         )
     for name in ("n_anchor_train", "n_dc_train", "n_eval", "n_eval_kv_math"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}={getattr(cfg, name)}: need at least 1 example.")
-    _check_space(cfg, "NUM-MATH", hi - lo + 1, cfg.n_anchor_train + cfg.n_eval,
+    _check_space(cfg, "NUM-MATH", cfg.number_range[1] - cfg.number_range[0] + 1, cfg.n_anchor_train + cfg.n_eval,
                  "n_anchor_train + n_eval")
-    n_dc_kv = cfg.n_dc_train - round(cfg.dc_num_math_fraction * cfg.n_dc_train)
-    _check_space(cfg, "KV-MATH over D_C keys", cfg.n_dc_keys, n_dc_kv + cfg.n_eval_kv_math,
+    _check_space(cfg, "KV-MATH over D_C keys", cfg.n_dc_keys, dc_sizes(cfg)[KV_MATH] + cfg.n_eval_kv_math,
                  "KV-MATH examples of D_C + n_eval_kv_math")
     _check_space(cfg, "KV-MATH over held-out keys", cfg.n_keys - cfg.n_dc_keys, cfg.n_eval_kv_math,
                  "n_eval_kv_math")
@@ -161,8 +187,15 @@ def _check_space(cfg: KVConfig, what: str, n_atoms: int, needed: int, sizes: str
     if needed > available:
         raise ValueError(
             f"{what}: {sizes} = {needed} distinct expressions requested but only {available} "
-            f"exist; shrink the sizes or widen value_range / n_keys / n_operands / operators."
+            f"exist; shrink the sizes or widen number_range / n_keys / n_operands / operators."
         )
+
+
+def dc_sizes(cfg: KVConfig) -> dict[str, int]:
+    """How many rows of each task D_C holds: ``{task: count}``, summing to ``n_dc_train``."""
+    num = round(cfg.dc_num_math_fraction * cfg.n_dc_train)
+    subs = round(cfg.dc_kv_subs_fraction * cfg.n_dc_train)
+    return {NUM_MATH: num, KV_SUBS: subs, KV_MATH: cfg.n_dc_train - num - subs}
 
 
 def n_expressions(n_atoms: int, n_ops: int, n_operands: tuple[int, int]) -> int:
@@ -204,11 +237,14 @@ def _row(prompt: str, answer: str, task: str, keys: list[str]) -> dict:
     return {"prompt": prompt, "answer": answer, "text": prompt + answer, "task": task, "keys": keys}
 
 
+def _kv_subs_rows(keys: list[str], values: dict[str, int], kv_format: KVFormat) -> list[dict]:
+    suffix = "=" if kv_format == "equals" else ""
+    return [_row(k + suffix, str(values[k]), KV_SUBS, [k]) for k in keys]
+
+
 def kv_subs(keys: dict[str, int], kv_format: KVFormat = "direct") -> Dataset:
     """KV-SUBS rows, one per key: ``kaz`` → ``7`` (or ``kaz=`` → ``7``, see ``KVConfig``)."""
-    suffix = "=" if kv_format == "equals" else ""
-    rows = [_row(k + suffix, str(v), KV_SUBS, [k]) for k, v in keys.items()]
-    return Dataset.from_list(rows, features=FEATURES)
+    return Dataset.from_list(_kv_subs_rows(list(keys), keys, kv_format), features=FEATURES)
 
 
 def _sample_expressions(
@@ -289,7 +325,7 @@ class KVData:
     * ``augmenting_train`` — KV-SUBS over all keys (m_A memorises it);
     * ``anchor_train``     — NUM-MATH (m_B learns arithmetic);
     * ``dc_train``         — D_C: KV-MATH over D_C keys mixed with NUM-MATH from
-      ``anchor_train`` (fraction ``dc_num_math_fraction``), shuffled;
+      ``anchor_train`` and KV-SUBS over D_C keys (see ``dc_sizes``), shuffled;
     * ``eval_kv_subs``     — KV-SUBS over held-out keys;
     * ``eval_num_math``    — NUM-MATH expressions in no training set;
     * ``eval_kv_math_heldout`` — KV-MATH whose operands are all held-out keys;
@@ -311,17 +347,19 @@ def build_kv_splits(cfg: KVConfig) -> KVData:
     random.Random(f"{cfg.seed}-dc").shuffle(shuffled)
     dc_keys, heldout_keys = shuffled[: cfg.n_dc_keys], shuffled[cfg.n_dc_keys :]
 
-    numbers = [str(v) for v in range(cfg.value_range[0], cfg.value_range[1] + 1)]
+    numbers = [str(v) for v in range(cfg.number_range[0], cfg.number_range[1] + 1)]
     rng = random.Random(f"{cfg.seed}-num")
     num_exprs = _sample_expressions(numbers, cfg, cfg.n_anchor_train + cfg.n_eval, rng)
     anchor_exprs, eval_num_exprs = num_exprs[: cfg.n_anchor_train], num_exprs[cfg.n_anchor_train :]
 
-    n_mix = round(cfg.dc_num_math_fraction * cfg.n_dc_train)
+    sizes = dc_sizes(cfg)
     rng = random.Random(f"{cfg.seed}-dc-data")
-    dc_exprs = _sample_expressions(dc_keys, cfg, cfg.n_dc_train - n_mix + cfg.n_eval_kv_math, rng)
+    dc_exprs = _sample_expressions(dc_keys, cfg, sizes[KV_MATH] + cfg.n_eval_kv_math, rng)
     dc_train_exprs, eval_dc_exprs = dc_exprs[cfg.n_eval_kv_math :], dc_exprs[: cfg.n_eval_kv_math]
-    mix_exprs = rng.choices(anchor_exprs, k=n_mix)  # NUM-MATH the anchor trained on
-    dc_rows = _kv_math_rows(dc_train_exprs, keys) + _num_math_rows(mix_exprs)
+    mix_exprs = rng.choices(anchor_exprs, k=sizes[NUM_MATH])  # NUM-MATH the anchor trained on
+    subs_keys = rng.choices(dc_keys, k=sizes[KV_SUBS])
+    dc_rows = (_kv_math_rows(dc_train_exprs, keys) + _num_math_rows(mix_exprs)
+               + _kv_subs_rows(subs_keys, keys, cfg.kv_format))
     rng.shuffle(dc_rows)
 
     rng = random.Random(f"{cfg.seed}-heldout")

@@ -11,7 +11,8 @@ Why the classroom design works (the README tells the story):
   keep the value;
 * the recency bias lets a bridge read the augmenting state of its own token: without it, an
   anchor token that is a key the anchor has never seen cannot ask for "my" state by content;
-* D_C mixes NUM-MATH with KV-MATH so the bridges learn to stay silent on plain numbers.
+* D_C mixes NUM-MATH with KV-MATH so the bridges learn to stay silent on plain numbers, and
+  KV-SUBS over D_C keys so the composition learns to answer a bare key with its value.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from accelerate import Accelerator
@@ -27,7 +29,7 @@ from torch import nn
 from ...core import ComposedModel, compose
 from ...evaluation import exact_match
 from ...training import TrainConfig, encode_examples, train
-from ..reports import NamedSettings, jsonable, write_report
+from ..reports import NamedSettings, caption, mean_table, provenance, spread, write_report
 from .base_models import BASE_TRAINING, BaseModelConfig, BaseModels, build_base_models
 from .data import KVConfig
 
@@ -51,7 +53,7 @@ CLASSROOM_LAYERS = ((1, -1), (1, 0), (1, 1), (1, 2))
 class ExperimentConfig(NamedSettings):
     """Everything that decides the experiment; ``classroom()`` runs on 2 CPU cores in minutes."""
 
-    SETTINGS = ("classroom", "full", "smoke")
+    SETTINGS = ("classroom", "paper_cpu", "full", "smoke")
 
     setting: str = "classroom"
     kv: KVConfig = field(default_factory=KVConfig.classroom)
@@ -62,6 +64,21 @@ class ExperimentConfig(NamedSettings):
     bridges: TrainConfig = TrainConfig(steps=1200, batch_size=64, lr=3e-3, warmup_steps=20, log_every=50,
                                        eval_every=300)
     eval_batch_size: int = 100
+
+    @classmethod
+    def paper_cpu(cls, **overrides) -> "ExperimentConfig":
+        """Harder, still on 2 CPU cores (under 15 minutes): 1,000 keys, three operands, + − ×.
+        m_A's batch holds a fifth of the keys, so it sees each key as often whatever their
+        number; the anchor's and the bridges' budgets do not depend on the keys."""
+        kv = KVConfig.paper_cpu()
+        return replace(cls(
+            setting="paper_cpu",
+            kv=kv,
+            anchor=BaseModelConfig.anchor_classroom(train=replace(BASE_TRAINING, steps=2000, batch_size=128,
+                                                                  warmup_steps=100)),
+            augmenting=BaseModelConfig.augmenting_classroom(train=replace(BASE_TRAINING, batch_size=kv.n_keys // 5)),
+            bridges=TrainConfig(steps=1500, batch_size=64, lr=3e-3, warmup_steps=20, log_every=50, eval_every=500),
+        ), **overrides)
 
     @classmethod
     def full(cls, **overrides) -> "ExperimentConfig":
@@ -136,20 +153,71 @@ def train_bridges(
     return train(model, data, cfg.bridges, output_dir=output_dir, evaluate=evaluate_fn, progress=progress, desc=desc)
 
 
+def seeded(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """``cfg`` with every seed set to ``seed``: the data (keys, D_C, evaluation sets), both base
+    models (weights and batches) and the bridges (initial weights and batches)."""
+    return replace(
+        cfg,
+        kv=replace(cfg.kv, seed=seed),
+        anchor=replace(cfg.anchor, train=replace(cfg.anchor.train, seed=seed)),
+        augmenting=replace(cfg.augmenting, train=replace(cfg.augmenting.train, seed=seed)),
+        bridges=replace(cfg.bridges, seed=seed),
+    )
+
+
 def reproduce(
     cfg: ExperimentConfig, assets: str | Path = "assets", cache_dir: str | Path | None = None,
     checkpoints: str | Path | None = None, progress: bool = True, tasks: dict[str, str] = TASKS,
+    seeds: Sequence[int] = (0,),
 ) -> dict:
-    """Table 1: data, base models (cached), bridges, evaluation of m_A, m_B and CALM.
+    """Table 1: data, base models (cached), bridges, evaluation of m_A, m_B and CALM — once per
+    seed in ``seeds`` (each seeds everything, :func:`seeded`).
 
     With ``checkpoints``, bridge training saves there and resumes from there (after a Ctrl-C,
-    run the same call again). Writes ``kv_results.json`` and the figures to ``assets`` and
-    returns the results dict.
+    run the same call again); seeds other than 0 use ``CHECKPOINTS-seedS`` beside it. Writes
+    ``kv_results.json`` and the figures to ``assets`` and returns the report: ``table`` (the mean
+    over seeds; one seed's table for one seed), ``per_seed`` (each seed's table, log and
+    seconds), with several seeds ``range`` (``{task: {model: {"mean", "min", "max"}}}``), and
+    :func:`~calm_mini.experiments.reports.provenance` (config, its hash, version, seeds).
 
     Under ``accelerate launch`` the main process trains the base models first (the others
     then load them from the cache), every process trains the bridges on its share of each
     batch, and only the main process evaluates and writes; the others return ``{}``.
     """
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={list(seeds)}: give one or more distinct seeds, e.g. --seeds 5 or --seeds 0,1,2.")
+    start = time.perf_counter()
+    runs = [_one_seed(seeded(cfg, seed), cache_dir, _seed_folder(checkpoints, seed), progress, tasks)
+            for seed in seeds]
+    if not runs[0]:  # not the main process
+        return {}
+    tables = [run["table"] for run in runs]
+    report = {
+        "setting": cfg.setting, **provenance(cfg, seeds),
+        "table": tables[0] if len(seeds) == 1 else mean_table(tables),
+        **({"range": spread(tables)} if len(seeds) > 1 else {}),
+        "paper": PAPER,
+        "per_seed": [{"seed": seed, **{k: run[k] for k in ("table", "seconds", "log")}} for seed, run in zip(seeds, runs)],
+        "log": runs[0]["log"],
+        "bridge_parameters": runs[0]["bridge_parameters"],
+        "anchor_parameters": runs[0]["anchor_parameters"],
+        "seconds": {"total": round(time.perf_counter() - start, 1)},
+        "summary": runs[0]["summary"],
+    }
+    write_report(report, Path(assets) / "kv_results.json")
+    save_figures(report, Path(assets), "kv")
+    return report
+
+
+def _seed_folder(checkpoints: str | Path | None, seed: int) -> Path | None:
+    """Where seed ``seed``'s bridge checkpoints go: ``checkpoints`` itself for seed 0."""
+    if checkpoints is None or seed == 0:
+        return None if checkpoints is None else Path(checkpoints)
+    return Path(f"{checkpoints}-seed{seed}")
+
+
+def _one_seed(cfg: ExperimentConfig, cache_dir, checkpoints: Path | None, progress: bool, tasks: dict) -> dict:
+    """One seed's run: base models, bridges, the table; ``{}`` on a process that is not the main one."""
     start = time.perf_counter()
     processes = Accelerator()  # one process, or one of several under `accelerate launch`
     with processes.main_process_first():
@@ -160,40 +228,34 @@ def reproduce(
     if not processes.is_main_process:
         return {}
     if checkpoints is not None:
-        model.save_pretrained(Path(checkpoints) / "bridges")
-    results = evaluate({"m_A": base.augmenting, "m_B": base.anchor, "CALM": model}, base, cfg.eval_batch_size, tasks)
-    report = {
-        "setting": cfg.setting,
-        "config": jsonable(cfg),
-        "table": results,
-        "paper": PAPER,
-        "log": log,
+        model.save_pretrained(checkpoints / "bridges")
+    table = evaluate({"m_A": base.augmenting, "m_B": base.anchor, "CALM": model}, base, cfg.eval_batch_size, tasks)
+    return {
+        "table": table, "log": log,
+        "seconds": {"base_models": round(base_seconds, 1), "total": round(time.perf_counter() - start, 1)},
         "bridge_parameters": model.num_bridge_parameters(),
         "anchor_parameters": sum(p.numel() for p in base.anchor.parameters()),
-        "seconds": {"base_models": round(base_seconds, 1), "total": round(time.perf_counter() - start, 1)},
         "summary": model.summary(),
     }
-    write_report(report, Path(assets) / "kv_results.json")
-    save_figures(report, Path(assets), "kv")
-    return report
 
 
 # ---------------------------------------------------------------------- figures
 def save_figures(report: dict, assets: Path, kind: str) -> list[Path]:
-    """Save the report's charts as offline HTML under ``assets/figures`` (not committed)."""
+    """Save the report's charts as offline HTML under ``assets/figures`` (not committed); each
+    title names the setting, the seed(s) and the kit's version (:func:`caption`)."""
     from ... import viz
 
-    figures = assets / "figures"
+    figures, about = assets / "figures", f" — {caption(report)}"
     written = []
     if kind == "kv":
-        written += viz.save_figure(viz.results_chart(report["table"], "Table 1, reproduced (exact match %)"),
+        written += viz.save_figure(viz.results_chart(report["table"], "Table 1, reproduced (exact match %)" + about),
                                    figures / "kv_table1.html", png=False)
-        written += viz.save_figure(viz.training_curves(report["log"], "bridge training"),
+        written += viz.save_figure(viz.training_curves(report["log"], "bridge training" + about),
                                    figures / "kv_training.html", png=False)
     else:
-        written += viz.save_figure(viz.results_chart(_by_task(report["variants"]), "Ablations (same budget)"),
+        written += viz.save_figure(viz.results_chart(_by_task(report["variants"]), "Ablations (same budget)" + about),
                                    figures / "kv_ablations.html", png=False)
-        written += viz.save_figure(viz.results_chart(_by_task(report["placement"]), "Bridge placement"),
+        written += viz.save_figure(viz.results_chart(_by_task(report["placement"]), "Bridge placement" + about),
                                    figures / "kv_placement.html", png=False)
     return written
 
