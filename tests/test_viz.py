@@ -176,6 +176,26 @@ def test_notebook_setup_finds_the_folders_and_refuses_a_bad_setting(tmp_path, mo
         torch.set_num_threads(threads)
 
 
+def test_saved_figures_name_the_setting_the_seed_and_the_version(tmp_path, monkeypatch):
+    import plotly.graph_objects as go
+
+    from calm_mini import __version__
+    from calm_mini.viz.notebook import setup
+
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        nb = setup("classroom", seed=3)
+    finally:
+        torch.set_num_threads(threads)
+    fig = go.Figure(go.Bar(y=[1, 2]), layout_title_text="accuracy")
+    (html,) = nb.save(fig, "signed")
+    caption = f"classroom, seed 3, calm_mini {__version__}"
+    assert fig.layout.title.text == f"accuracy<br><sub>{caption}</sub>"  # the figure shown is the one saved
+    assert caption in (nb.figures / html).read_text()
+
+
 def test_read_asset_reads_the_one_copy_in_assets_and_names_what_ships(tmp_path, monkeypatch):
     """From a checkout (editable install) read_asset reads assets/ itself, from any folder; the
     installed wheel is tests/test_installed_kit.py's."""

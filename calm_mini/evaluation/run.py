@@ -31,7 +31,7 @@ from ..core.files import atomic_write
 from ..training.data import load_examples
 from ..training.run import load_trained
 from .execution import execute
-from .generation import chat_prompt, cut_at_turn_end, generate_answers
+from .generation import chat_prompt, cut_at_turn_end, generate_answers, prompts_and_references
 from .metrics import STRING_METRICS
 
 METRICS = (*STRING_METRICS, "pass@1")
@@ -127,19 +127,9 @@ def _check_columns(dataset: Dataset, format: str, metric: str) -> None:
 
 
 def _prompts_and_references(dataset: Dataset, format: str, tokenizer) -> tuple[list[str], list[str]]:
-    if format == "completion":
-        references = dataset["completion"] if "completion" in dataset.column_names else [""] * len(dataset)
-        return list(dataset["prompt"]), list(references)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("The 'chat' format needs an anchor tokenizer with a chat template (tokenizer.chat_template).")
-    prompts, references = [], []
-    for messages in dataset["messages"]:
-        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
-        if last is None:
-            raise ValueError(f"A chat row has no assistant turn, so nothing to compare the answer with: {messages!r}.")
-        prompts.append(chat_prompt(tokenizer, messages[:last]))
-        references.append(messages[last]["content"])
-    return prompts, references
+    if format == "completion" and "completion" not in dataset.column_names:  # pass@1: the tests score the programs
+        return list(dataset["prompt"]), [""] * len(dataset)
+    return prompts_and_references(dataset, format, tokenizer)
 
 
 def _tests(dataset: Dataset) -> list[str]:

@@ -33,6 +33,7 @@ class Notebook:
     figures: where :meth:`save` writes offline HTML (ignored by git), inside :attr:`runs`;
         assets: the repository's ``assets/``, where :meth:`save` may write (``None`` outside a
         checkout, e.g. on Colab); to read what the kit ships there, use :func:`read_asset`.
+    seed: what :func:`setup` seeded torch with.
     """
 
     setting: str
@@ -41,16 +42,26 @@ class Notebook:
     renderer: str
     figures: Path
     assets: Path | None
+    seed: int = 0
 
     def save(self, fig: go.Figure, name: str) -> list[str]:
-        """Save ``fig`` as ``figures/<name>.html`` (plotly.js inside, works offline); with
-        ``CALM_MINI_UPDATE_ASSETS=1`` also its plotly JSON as ``assets/<name>.json``, to commit.
-        Returns the names of the files written."""
+        """Sign ``fig``'s title with the setting, the seed and the kit's version (in place: the
+        figure shown is the one saved), then save it as ``figures/<name>.html`` (plotly.js inside,
+        works offline); with ``CALM_MINI_UPDATE_ASSETS=1`` also its plotly JSON as
+        ``assets/<name>.json``, to commit. Returns the names of the files written."""
+        fig.update_layout(title_text=f"{fig.layout.title.text or ''}<br><sub>{self.caption}</sub>")
         written = save_figure(fig, self.figures / name, png=False)
         if os.environ.get("CALM_MINI_UPDATE_ASSETS") == "1" and self.assets is not None:
             written.append(self.assets / f"{name}.json")
             fig.write_json(written[-1])
         return [p.name for p in written]
+
+    @property
+    def caption(self) -> str:
+        """``"classroom, seed 0, calm_mini 0.1.0"``: what every saved figure says it shows."""
+        from .. import __version__
+
+        return f"{self.setting}, seed {self.seed}, calm_mini {__version__}"
 
     @property
     def runs(self) -> Path:
@@ -100,6 +111,6 @@ def setup(setting: str | None = None, seed: int = 0, threads: int | None = None)
     cwd = Path.cwd()
     root = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "calm_mini").is_dir() else cwd
     assets = root / "assets" if (root / "calm_mini").is_dir() else None
-    notebook = Notebook(setting, device, detect_environment(), set_renderer(), root / "runs" / "figures", assets)
+    notebook = Notebook(setting, device, detect_environment(), set_renderer(), root / "runs" / "figures", assets, seed)
     print(notebook)
     return notebook
