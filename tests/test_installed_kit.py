@@ -108,7 +108,7 @@ def run_notebooks(kit: Kit, notebooks: list[Path], folder: Path) -> tuple[subpro
     env = {**os.environ, "CALM_MINI_SETTING": "classroom"}
     env.pop("PYTHONPATH", None)
     result = subprocess.run([kit.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                             "--nbval-current-env", *(n.name for n in notebooks)],
+                             "--nbval-current-env", "--durations=0", *(n.name for n in notebooks)],
                             cwd=folder, env=env, capture_output=True, text=True, timeout=3600)
     outputs_file = folder / "outputs.jsonl"
     outputs = [json.loads(line) for line in outputs_file.read_text().splitlines()] if outputs_file.exists() else []
@@ -159,3 +159,14 @@ def test_every_notebook_runs_top_to_bottom_outside_the_repository(kit):
     assert result.returncode == 0, "\n".join(errors[:80]) + result.stdout[-3000:] + result.stderr[-2000:]
     assert {o["notebook"] for o in outputs} == {n.name for n in notebooks}
     assert not fallbacks(outputs), "\n".join(fallbacks(outputs))
+    seconds = notebook_seconds(result.stdout)  # a learner's wait per notebook: kept for the record, not asserted
+    (ROOT / "runs").mkdir(exist_ok=True)
+    (ROOT / "runs" / "notebook_seconds.json").write_text(json.dumps(seconds, indent=2) + "\n")
+
+
+def notebook_seconds(pytest_output: str) -> dict[str, float]:
+    """Seconds per notebook, summed from pytest's ``--durations=0`` lines (``12.3s call  nb.ipynb::Cell 4``)."""
+    seconds: dict[str, float] = {}
+    for value, notebook in re.findall(r"^([\d.]+)s \w+ +([\w.-]+\.ipynb)::", pytest_output, re.M):
+        seconds[notebook] = round(seconds.get(notebook, 0.0) + float(value), 1)
+    return seconds

@@ -100,8 +100,8 @@ def test_screenshot_command_writes_png_and_json(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     written = json.loads(data.read_text())
     assert written == report
-    assert {"command", "setting", "seed", "calm_mini", "prompt", "tokens", "bridge", "head", "row",
-            "weight_on_key", "weights_on_keys"} <= set(written)
+    assert {"command", "setting", "seeds", "config_hash", "calm_mini_version", "prompt", "tokens", "bridge", "head",
+            "row", "weight_on_key", "weights_on_keys"} <= set(written)
     assert written["setting"] == "smoke" and written["command"].startswith("python tools/explorer_screenshot.py")
     key = written["row"]["token"]
     assert key in written["prompt"] and written["tokens"][written["row"]["position"]] == key

@@ -7,7 +7,7 @@ Trains the key-value experiment's bridges as ``python -m calm_mini reproduce`` d
 from the model cache, ``$CALM_MINI_CACHE`` or ``~/.cache/calm_mini``), runs one KV-MATH prompt over
 two held-out keys (``kaz+bol=``), picks the bridge head that reads the keys' own augmenting
 states most selectively (:func:`calm_mini.viz.heads.own_token_head`: strongly from the keys, not
-from the other tokens), opens the offline explorer on that bridge, head and the last key's row,
+from the other tokens), opens the offline explorer on that bridge, head and the row of the key it reads most,
 and screenshots it with Playwright on Debian's Chromium.
 
 Writes ``explorer_screenshot.png`` and ``explorer_screenshot.json`` (what the picture shows: the
@@ -27,11 +27,10 @@ from pathlib import Path
 
 import torch
 
-import calm_mini
 from calm_mini import viz
 from calm_mini.core.files import atomic_write
 from calm_mini.experiments.kv import ExperimentConfig, build_base_models, compose_kv, evaluate_expression, train_bridges
-from calm_mini.experiments.reports import write_report
+from calm_mini.experiments.reports import provenance, write_report
 from calm_mini.viz.heads import own_token_head
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -100,7 +99,8 @@ def run(setting: str, prompt: str | None, assets: Path, cache_dir: str | None, p
     analysis = viz.analyse(model, prompt, tokenizer)
     keys = key_positions(analysis.ids, tokenizer, base.data.keys)
     choice = own_token_head(analysis.attention, keys)
-    shown = keys[-1]  # the last key: its row has the most earlier tokens to read instead
+    best = max(range(len(choice.weights)), key=choice.weights.__getitem__)
+    shown = choice.positions[best]  # the key this head reads most surely: the row the picture opens on
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / f"{NAME}.html"
         viz.explorer_html(model, prompt, tokenizer, path=page, bridge=choice.bridge, head=choice.head, token=shown)
@@ -109,9 +109,7 @@ def run(setting: str, prompt: str | None, assets: Path, cache_dir: str | None, p
     report = {
         "command": command,
         "setting": setting,
-        "seed": cfg.bridges.seed,
-        "data_seed": cfg.kv.seed,
-        "calm_mini": calm_mini.__version__,
+        **provenance(cfg, [cfg.bridges.seed]),  # config, its hash, version, seeds
         "prompt": prompt,
         "tokens": analysis.tokens,
         "answer": answer,
@@ -120,7 +118,7 @@ def run(setting: str, prompt: str | None, assets: Path, cache_dir: str | None, p
         "bridge_label": viz.bridge_label(choice.bridge, analysis.specs[choice.bridge]),
         "head": choice.head,
         "row": {"position": shown, "token": analysis.tokens[shown]},
-        "weight_on_key": round(choice.weights[-1], 3),
+        "weight_on_key": round(choice.weights[best], 3),
         "weights_on_keys": {analysis.tokens[p]: round(w, 3) for p, w in zip(choice.positions, choice.weights)},
         "own_weight_elsewhere": round(choice.elsewhere, 3),  # the other tokens (but the first) on themselves
         "seconds": round(time.perf_counter() - start, 1),

@@ -255,6 +255,18 @@ def keys_chars_own_format(reports: dict) -> str:
     return f"{pct(reports['keys_chars_results']['augmenting_own_format'])} %"
 
 
+# ---------------------------------------------------------------------- explorer_screenshot
+def explorer_caption(reports: dict) -> str:
+    """What the README's explorer picture shows, from the screenshot command's report."""
+    shot = reports["explorer_screenshot"]
+    row, others = shot["row"]["token"], shot["own_weight_elsewhere"]
+    return (f"the trained {shot['setting']} key-value composition ({seeds_caption(shot)}) on the held-out prompt "
+            f"`{shot['prompt']}`. Head {shot['head']} of {shot['bridge_label'].split(':')[0]} "
+            f"({shot['bridge_label'].split(': ', 1)[1].replace('augmenting 0 layer', 'm_A layer')}), the head that "
+            f"reads the keys most selectively, puts {shot['weight_on_key']:.3f} of row `{row}` on `{row}`'s own "
+            f"augmenting state, where m_A holds the key's value; the other tokens put {others:.1f} on their own")
+
+
 PARTS: dict[str, Callable[[dict], str]] = {
     "kv_results setup": kv_setup,
     "kv_results table1": kv_table1,
@@ -276,6 +288,7 @@ PARTS: dict[str, Callable[[dict], str]] = {
     "keys_chars_results run": keys_chars_run,
     "keys_chars_results table": keys_chars_table,
     "keys_chars_results own-format": keys_chars_own_format,
+    "explorer_screenshot caption": explorer_caption,
 }
 
 

@@ -56,6 +56,7 @@ SOURCES = {
     "kv_ablations": Source("python -m calm_mini ablations", _kv_config, takes_seeds=True),
     "facts_results": Source("python -m calm_mini facts --threads 2", _facts_config),
     "keys_chars_results": Source("python -m calm_mini keys-chars", _keys_chars_config),
+    "explorer_screenshot": Source("python tools/explorer_screenshot.py", _kv_config),
 }
 
 
