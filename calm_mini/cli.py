@@ -183,6 +183,24 @@ def readme(args: argparse.Namespace) -> None:
                                 else f"rewrote {', '.join(differ)}."))
 
 
+def _eval_score(args: argparse.Namespace):
+    """``--eval-metric``: the task metric of ``--eval-data`` at every validation, or None."""
+    if not args.eval_metric:
+        return None
+    if not args.eval_data:
+        raise SystemExit("--eval-metric scores --eval-data: give both.")
+    from tqdm.auto import tqdm
+
+    from .evaluation import score_model
+
+    def score(model, tokenizer) -> dict[str, float]:
+        result = score_model(model, tokenizer, args.eval_data, args.format, args.eval_metric)
+        tqdm.write(f"validation {args.eval_metric} {result['score']:.4f}")
+        return {f"eval_{args.eval_metric}": result["score"]}
+
+    return score
+
+
 def _layers(text: str) -> int | list[list[int]]:
     """``--layers``: ``4`` (every 4th augmenting layer) or ``1:27,1:29`` (explicit pairs)."""
     try:
@@ -204,7 +222,8 @@ def train(args: argparse.Namespace) -> None:
                                checkpoint_every=args.checkpoint_every, seed=args.seed, stop_at=args.stop_at,
                                push_to_hub=args.push_to_hub, progress=not args.quiet,
                                bucket_by_length=args.bucket_by_length, recency_bias=args.recency_bias,
-                               normalize_inputs=args.normalize_inputs, cache_features=args.cache_features)
+                               normalize_inputs=args.normalize_inputs, cache_features=args.cache_features,
+                               eval_score=_eval_score(args))
     except KeyboardInterrupt:  # Ctrl-C: say where the rerun starts, without a traceback
         step = latest_step(Path(args.output) / CHECKPOINTS)
         where = (f"the checkpoint of step {step} in {Path(args.output) / CHECKPOINTS} is complete" if step
@@ -339,6 +358,8 @@ def _own_commands(commands) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 base weights and autocast (GPU)")
     p.add_argument("--eval-data", help="validation data in the same format: its loss is logged")
     p.add_argument("--eval-every", type=int, default=0, help="validation every N steps (default: at the end)")
+    p.add_argument("--eval-metric", choices=("exact", "chrf", "chrf++"),
+                   help="also score --eval-data with this task metric at every validation")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop-at", type=int, help="stop after this step, as if interrupted (rerun to continue)")

@@ -91,15 +91,17 @@ def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
 def test_train_evaluate_generate_from_an_empty_folder(world, tmp_path):
     out = tmp_path / "bridges"
     done = cli("train", "--anchor", world["anchor"], "--augmenting", world["augmenting"], "--data", world["chat"],
-               "--format", "chat", "--steps", 6, "--max-length", 128, "--eval-data", world["chat"], "--eval-every", 3, "--output", out,
+               "--format", "chat", "--steps", 6, "--max-length", 128, "--eval-data", world["chat"], "--eval-every", 3, "--eval-metric", "chrf", "--output", out,
                *SMALL, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "6 steps, final loss" in done.stdout and "validation loss" in done.stdout
+    assert done.stdout.count("validation chrf") == 2, "the task metric at steps 3 and 6"
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md", "bridges.safetensors", "calm_config.json", "calm_train.json", "checkpoints"]
     run = json.loads((out / "calm_train.json").read_text())
     assert run["args"]["anchor"] == str(world["anchor"]) and run["args"]["format"] == "chat"
     assert run["report"]["steps"] == 6 and run["report"]["eval_loss"] > 0
+    assert [e["step"] for e in run["log"] if "eval_chrf" in e] == [3, 6]
     assert run["report"]["layer_map"] == [[1, 1], [3, 3]]
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: calm_mini")

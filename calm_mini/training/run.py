@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -160,7 +160,8 @@ def train_bridges(anchor: str, augmenting: str, data: str, format: str, output: 
                   bf16: bool = False, eval_data: str | None = None, eval_every: int = 0, checkpoint_every: int = 50,
                   seed: int = 0, stop_at: int | None = None, push_to_hub: str | None = None, device: str | None = None,
                   progress: bool = True, bucket_by_length: bool = False, recency_bias: bool = False,
-                  normalize_inputs: bool = False, cache_features: bool = False) -> dict:
+                  normalize_inputs: bool = False, cache_features: bool = False,
+                  eval_score: Callable[[ComposedModel, object], dict[str, float]] | None = None) -> dict:
     """Train bridges between ``anchor`` and ``augmenting`` on ``data`` and save them to ``output``
     (see the module docstring). Calling it again with the same arguments resumes from the
     latest checkpoint in ``output/checkpoints`` (or, after a finished run, saves the same bridges).
@@ -175,6 +176,8 @@ def train_bridges(anchor: str, augmenting: str, data: str, format: str, output: 
         bf16: base weights in bfloat16 and training under bf16 autocast (on a GPU).
         eval_data: validation data in the same format; its loss is computed every ``eval_every``
             steps and at the end.
+        eval_score: also called then, with the model and the anchor's tokenizer: a task metric
+            (the CLI's ``--eval-metric`` scores ``eval_data`` with ``evaluation.score_model``).
         stop_at: stop after this step, as if interrupted (the run resumes when called again).
         push_to_hub: a hub repository id to publish the folder to at the end (needs to be
             logged in, ``huggingface-cli login``).
@@ -230,7 +233,12 @@ def train_bridges(anchor: str, augmenting: str, data: str, format: str, output: 
     if processes.is_main_process:
         atomic_write(checkpoints / RUN_IDENTITY, lambda path: Path(path).write_text(json.dumps(identity, indent=2)))
     rows = LabelledRows(model)
-    evaluate = _validation_loss(rows, validation, batch_size, bf16) if validation is not None else None
+    loss = _validation_loss(rows, validation, batch_size, bf16) if validation is not None else None
+
+    def validate() -> dict[str, float]:
+        return {**(loss() if loss else {}), **(eval_score(model, tokenizer) if eval_score else {})}
+
+    evaluate = validate if loss or eval_score else None
     trainer = rows
     if cache_features:  # the states entering the lowest bridged layer, once: a step runs the layers above
         trainer = CachedAnswerWindow(model)
