@@ -168,10 +168,6 @@ def ablations_recency(reports: dict) -> str:
             f"reaches {pct(paper_style)} %")
 
 
-def ablations_embeddings_only(reports: dict) -> str:
-    return f"NUM-MATH {pct(reports['kv_ablations']['placement']['embeddings only']['NUM-MATH'])} %"
-
-
 # ---------------------------------------------------------------------- facts_results
 FACTS_ROWS = {"anchor": "anchor alone", "augmenting": "m_A alone", "composite": "composite",
               "composite (train people)": "composite, {n} train people"}
@@ -277,7 +273,6 @@ PARTS: dict[str, Callable[[dict], str]] = {
     "kv_ablations few-bridges": ablations_few_bridges,
     "kv_ablations four-bridges": ablations_four_bridges,
     "kv_ablations recency": ablations_recency,
-    "kv_ablations embeddings-only": ablations_embeddings_only,
     "facts_results caption": facts_caption,
     "facts_results table": facts_table,
     "facts_results exact": facts_exact,
