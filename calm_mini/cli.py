@@ -183,24 +183,6 @@ def readme(args: argparse.Namespace) -> None:
                                 else f"rewrote {', '.join(differ)}."))
 
 
-def _eval_score(args: argparse.Namespace):
-    """``--eval-metric``: the task metric of ``--eval-data`` at every validation, or None."""
-    if not args.eval_metric:
-        return None
-    if not args.eval_data:
-        raise SystemExit("--eval-metric scores --eval-data: give both.")
-    from tqdm.auto import tqdm
-
-    from .evaluation import score_model
-
-    def score(model, tokenizer) -> dict[str, float]:
-        result = score_model(model, tokenizer, args.eval_data, args.format, args.eval_metric)
-        tqdm.write(f"validation {args.eval_metric} {result['score']:.4f}")
-        return {f"eval_{args.eval_metric}": result["score"]}
-
-    return score
-
-
 def _layers(text: str) -> int | list[list[int]]:
     """``--layers``: ``4`` (every 4th augmenting layer) or ``1:27,1:29`` (explicit pairs)."""
     try:
@@ -212,6 +194,7 @@ def _layers(text: str) -> int | list[list[int]]:
 def train(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
+    from .evaluation import validation_metric
     from .training.checkpoints import latest_step
     from .training.run import CHECKPOINTS, train_bridges
 
@@ -223,7 +206,8 @@ def train(args: argparse.Namespace) -> None:
                                push_to_hub=args.push_to_hub, progress=not args.quiet,
                                bucket_by_length=args.bucket_by_length, recency_bias=args.recency_bias,
                                normalize_inputs=args.normalize_inputs, cache_features=args.cache_features,
-                               eval_score=_eval_score(args))
+                               eval_score=validation_metric(args.eval_data, args.format, args.eval_metric)
+                               if args.eval_metric else None)
     except KeyboardInterrupt:  # Ctrl-C: say where the rerun starts, without a traceback
         step = latest_step(Path(args.output) / CHECKPOINTS)
         where = (f"the checkpoint of step {step} in {Path(args.output) / CHECKPOINTS} is complete" if step

@@ -154,3 +154,19 @@ def score_model(model, tokenizer: PreTrainedTokenizerBase, data: Dataset | str |
         predictions = [cut_at_turn_end(tokenizer, p) for p in predictions]
     return {"metric": metric, "score": STRING_METRICS[metric](predictions, references), "examples": len(prompts),
             "max_new_tokens": max_new_tokens, "predictions": predictions}
+
+
+def validation_metric(data: str | os.PathLike, format: str, metric: str):
+    """For ``train_bridges(eval_score=…)``: a callback that scores ``data`` with ``metric``
+    (:func:`score_model`) at every validation, prints it and returns ``{"eval_<metric>": score}``."""
+    from tqdm.auto import tqdm
+
+    if data is None:
+        raise ValueError(f"A validation metric ({metric}) scores validation data: pass it too (--eval-data).")
+
+    def score(model, tokenizer) -> dict[str, float]:
+        result = score_model(model, tokenizer, data, format, metric)
+        tqdm.write(f"validation {metric} {result['score']:.4f}")
+        return {f"eval_{metric}": result["score"]}
+
+    return score
