@@ -46,7 +46,7 @@ from calm_mini.experiments.facts.bridges import compose_facts, encode_chat
 from calm_mini.experiments.facts.world import WorldConfig, chat_splits, make_world
 from calm_mini.training import AnswerWindow, TrainConfig, batch_indices, make_optimizer
 from calm_mini.training.data import as_tensors, encode, load_examples
-from calm_mini.training.run import LabelledRows
+from calm_mini.training.targets import LabelledRows
 
 TARGETS = {"tokenisation_over_training_at_most": 0.10, "step_ratio_at_most": 1.05}
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "

@@ -316,7 +316,7 @@ def test_the_training_loss_is_the_models_own_on_labelled_positions_only():
     """LabelledRows skips the output layer on prompts and padding but computes the same loss."""
     from calm_mini import compose
     from calm_mini.models import tiny
-    from calm_mini.training.run import LabelledRows
+    from calm_mini.training.targets import LabelledRows
 
     torch.manual_seed(0)
     model = compose(tiny("llama", hidden_size=32, num_layers=4, vocab_size=100),

@@ -32,9 +32,7 @@ from typing import Callable, Sequence
 
 import torch
 from accelerate import Accelerator
-from torch import nn
 from tqdm.auto import tqdm
-from transformers.modeling_outputs import CausalLMOutput
 
 from ..core import ComposedModel, compose
 from ..core.factory import CROSS_TOKENIZER
@@ -46,7 +44,7 @@ from .config import TrainConfig
 from .data import FORMATS, IGNORE, as_tensors, encode, load_examples
 from .features import CachedAnswerWindow, anchor_features
 from .loop import train
-from .targets import labelled_loss
+from .targets import LabelledRows
 
 RUN_FILE = "calm_train.json"
 CARD_FILE = "README.md"
@@ -131,28 +129,6 @@ def compose_base_models(base: BaseModels, layers: int | list[list[int]] = 4, see
         torch.manual_seed(seed)
         return compose(base.anchor, base.augmenting, layers=layers, check_vocab=not base.shares_tokens,
                        **bridge_options, **options)
-
-
-class LabelledRows(nn.Module):
-    """Trains a composed model on right-padded rows (those of :func:`as_tensors`) at the cost of
-    the rows themselves: each batch is cut to its longest row, and the anchor's output layer
-    (its whole vocabulary wide) runs only at the positions that predict a label — the same loss
-    as ``model(**batch).loss``, without the logits of prompts and padding.
-
-    ``forward(input_ids, attention_mask, labels)``, all (B, T), returns an output whose ``.loss``
-    is the mean cross-entropy over labelled tokens.
-    """
-
-    def __init__(self, model: ComposedModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, labels) -> CausalLMOutput:
-        width = int(attention_mask.sum(-1).max())  # right padding: drop the columns no row uses
-        input_ids, attention_mask, labels = input_ids[:, :width], attention_mask[:, :width], labels[:, :width]
-        out = self.model(input_ids, attention_mask=attention_mask, logits_to_keep=1, output_hidden_states=True)
-        hidden = out.hidden_states[-1]  # (B, T, D): the anchor's final states, after its last norm
-        return labelled_loss(hidden, labels, self.model.anchor.get_output_embeddings())
 
 
 def train_bridges(anchor: str, augmenting: str, data: str, format: str, output: str | os.PathLike, *,

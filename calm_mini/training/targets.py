@@ -2,8 +2,9 @@
 and soft targets — a teacher model's own next-token distribution instead of a single token.
 
 :func:`labelled_loss` is the one loss; :class:`TargetsOnlyLoss` (a plain causal LM, right
-padding) and :class:`AnswerWindow` (a composed model, left-padded answers at the end of each
-row) are the modules that :func:`calm_mini.training.train` calls with a batch.
+padding), :class:`LabelledRows` (a composed model, right padding: your data's rows) and
+:class:`AnswerWindow` (a composed model, left-padded answers at the end of each row) are the
+modules that :func:`calm_mini.training.train` calls with a batch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
 from ..core import ComposedModel, positions_from_mask
+from .batching import trim_padding
 
 
 def labelled_loss(hidden: torch.Tensor, labels: torch.Tensor, output_layer: nn.Module,
@@ -52,10 +54,32 @@ class TargetsOnlyLoss(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, labels) -> CausalLMOutput:
-        width = int(attention_mask.sum(-1).max())  # right padding: drop the columns no row uses
-        input_ids, attention_mask, labels = input_ids[:, :width], attention_mask[:, :width], labels[:, :width]
+        batch = trim_padding({"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels})
+        input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         hidden = self.model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, D)
         return labelled_loss(hidden, labels, self.model.lm_head)
+
+
+class LabelledRows(nn.Module):
+    """Trains a composed model on right-padded rows (those of :func:`as_tensors`) at the cost of
+    the rows themselves: each batch is cut to its longest row, and the anchor's output layer
+    (its whole vocabulary wide) runs only at the positions that predict a label — the same loss
+    as ``model(**batch).loss``, without the logits of prompts and padding.
+
+    ``forward(input_ids, attention_mask, labels)``, all (B, T), returns an output whose ``.loss``
+    is the mean cross-entropy over labelled tokens.
+    """
+
+    def __init__(self, model: ComposedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels) -> CausalLMOutput:
+        batch = trim_padding({"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels})
+        input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        out = self.model(input_ids, attention_mask=attention_mask, logits_to_keep=1, output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # (B, T, D): the anchor's final states, after its last norm
+        return labelled_loss(hidden, labels, self.model.anchor.get_output_embeddings())
 
 
 class AnswerWindow(nn.Module):
