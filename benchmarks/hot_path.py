@@ -9,6 +9,11 @@ Two pairs of tiny random Gemma models (widths × layers), each composed with 2 b
 - small: anchor 256 × 8 ← augmenting 128 × 4;
 - large: anchor 512 × 12 ← augmenting 256 × 6.
 
+They keep Gemma's proportions (its 2B and 7B models): an MLP ``--mlp-ratio`` = 8 times the width,
+64-wide heads, as many key/value heads as query heads. What composition costs is relative to
+what the models cost, so the proportions decide the figures: ``--mlp-ratio 2`` (the MLP of
+``calm_mini.models.tiny``) makes the models cheaper and the bridges' share larger.
+
 Figures, all measured in this one run (ratios, not absolute times):
 
 - forward: composed forward ÷ (anchor forward + augmenting backbone forward) on a
@@ -20,10 +25,18 @@ Figures, all measured in this one run (ratios, not absolute times):
   whatever the random weights predict. The figure at N tokens sums the first N steps, each the
   median of its ``--repeats`` runs.
 
-Beside them, ``bridges`` times the bridges' own arithmetic alone (keys/values of the new tokens,
+Beside them, ``official`` times the forward the way the official implementation
+(google-deepmind/calm, ``model/layers.py``) computes it, rebuilt here on the same models and
+layer pairs (:class:`OfficialStyle`), so that both sides print in one run. Decoding has no
+official figure: that code feeds m_A only the new token and keeps none of its earlier states.
+
+``bridges`` times the bridges' own arithmetic alone (keys/values of the new tokens,
 cross-attention, W^O; no hooks, checks or reading), in the same interleaving. ``floor`` is the
 ratio composition would have if it cost only that: the targets are out of reach where the
-floor misses them, and composed minus floor is the plumbing. On Linux, part of the forward's
+floor misses them, and composed minus floor is the plumbing. Decoding one sequence is bound by memory traffic, not arithmetic: each
+step reads every weight once, so ``weights`` gives the parameters of the models and of the
+bridges, and ``weights_floor`` the decode ratio of a step that costs only its weight reads.
+On Linux, part of the forward's
 plumbing can be glibc handing memory back to the system between calls (page faults on the next
 one): ``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` (or jemalloc) in the
 environment shows the figures without it.
@@ -42,10 +55,14 @@ from types import SimpleNamespace
 import _harness as h
 import torch
 
+from torch import nn
+from transformers import GemmaConfig
+
 from calm_mini import compose
 from calm_mini.core import Evenly
+from calm_mini.core.hooks import on_layer_output
 from calm_mini.core.state import GrowingKV
-from calm_mini.models import tiny
+from calm_mini.models.catalogue import random_model
 
 # (hidden size, layers, heads) of the anchor and the augmenting model; 64-wide heads.
 PAIRS = {
@@ -66,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256, 1024], help="decode: figures at these")
     p.add_argument("--repeats", type=int, default=3, help="decode runs (forward: 10× as many); medians are kept")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--mlp-ratio", type=int, default=8, help="MLP width ÷ model width (Gemma's: 8)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="tiny models and sizes: seconds on a CPU (for tests)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
@@ -78,16 +96,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_pair(sizes: dict, max_positions: int, device: str):
+def gemma(sizes: tuple[int, int, int], mlp_ratio: int, max_positions: int, device: str, seed: int) -> nn.Module:
+    """A random Gemma causal LM of (width, layers, heads) with 64-wide heads."""
+    width, layers, heads = sizes
+    config = GemmaConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+                         num_key_value_heads=heads, head_dim=width // heads, intermediate_size=mlp_ratio * width,
+                         vocab_size=VOCAB, max_position_embeddings=max_positions, pad_token_id=0, bos_token_id=1,
+                         eos_token_id=2)  # fmt: skip
+    return random_model(config, device=device, seed=seed)
+
+
+def build_pair(sizes: dict, mlp_ratio: int, max_positions: int, device: str):
     """(composed model, anchor, augmenting): random tiny Gemmas, 2 bridges with random W^O."""
-    (d_b, n_b, h_b), (d_a, n_a, h_a) = sizes["anchor"], sizes["augmenting"]
-    anchor = tiny("gemma", hidden_size=d_b, num_layers=n_b, num_heads=h_b, vocab_size=VOCAB,
-                  max_positions=max_positions, seed=1).to(device)  # fmt: skip
-    augmenting = tiny("gemma", hidden_size=d_a, num_layers=n_a, num_heads=h_a, vocab_size=VOCAB,
-                      max_positions=max_positions, seed=2).to(device)  # fmt: skip
+    anchor = gemma(sizes["anchor"], mlp_ratio, max_positions, device, seed=1)
+    augmenting = gemma(sizes["augmenting"], mlp_ratio, max_positions, device, seed=2)
     model = compose(anchor, augmenting, layers=Evenly(2))
     h.randomize_outputs(model)
     return model, anchor, augmenting
+
+
+class OfficialStyle:
+    """The official implementation's composed forward, rebuilt for timing on the same models and
+    layer pairs: a hook keeps each mapped m_A layer's output while the whole m_A runs (its LM
+    head included), then a hook after each mapped anchor layer adds f_proj applied twice (once
+    for the keys, once for the values), ``nn.MultiheadAttention`` with ``need_weights=True``
+    over every augmenting position (no mask), and an RMS norm of its output. Its weights are
+    random: only its cost is measured. Called like a model, without a cache."""
+
+    def __init__(self, model, anchor, augmenting, dtype: torch.dtype = torch.float32):
+        self.anchor, self.augmenting, self.specs = anchor, augmenting, model.specs
+        device, heads = anchor.device, model.calm_config.num_heads
+        self.bridges = [nn.ModuleDict({
+            "proj": nn.Linear(augmenting.config.hidden_size, anchor.config.hidden_size),
+            "attention": nn.MultiheadAttention(anchor.config.hidden_size, heads, batch_first=True),
+            "norm": nn.RMSNorm(anchor.config.hidden_size, eps=anchor.config.rms_norm_eps),
+        }).to(device, dtype) for _ in self.specs]  # fmt: skip
+
+    def _add_bridge(self, bridge: nn.ModuleDict, read: dict, b: int, hidden: torch.Tensor) -> torch.Tensor:
+        keys, values = bridge["proj"](read[b]), bridge["proj"](read[b])  # (B, S, D_B), as the official code
+        heads, _ = bridge["attention"](hidden, keys, values, need_weights=True)
+        return hidden + bridge["norm"](heads)
+
+    def __call__(self, ids: torch.Tensor, cache: None) -> SimpleNamespace:
+        read: dict[int, torch.Tensor] = {}
+        a_layers, b_layers = self.augmenting.model.layers, self.anchor.model.layers
+        handles = [on_layer_output(a_layers, s.augmenting_layer, functools.partial(read.__setitem__, b))
+                   for b, s in enumerate(self.specs)]  # fmt: skip
+        handles += [on_layer_output(b_layers, s.anchor_layer, functools.partial(self._add_bridge, bridge, read, b))
+                    for b, (s, bridge) in enumerate(zip(self.specs, self.bridges))]  # fmt: skip
+        try:
+            self.augmenting(ids, use_cache=False)
+            return SimpleNamespace(logits=self.anchor(ids, use_cache=False).logits, cache=None)
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 class BridgesAlone:
@@ -167,21 +229,34 @@ def decode_seconds(steps: dict[str, Callable], prompt, tokens, new_tokens: list[
     return {n: {name: sum(m[:n]) for name, m in medians.items()} for n in new_tokens}
 
 
+def weights(model) -> dict[str, int]:
+    """Parameters a decoding step reads: the anchor's (its LM head included), m_A's backbone's, the bridges'."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return {"anchor": count(model.anchor), "augmenting": count(model.augmenting[0].base_model),
+            "bridges": count(model.bridges)}  # fmt: skip
+
+
 def measure_pair(sizes: dict, args: argparse.Namespace) -> dict:
     """The forward and decode figures of one pair."""
     longest = max(args.new_tokens)
-    model, anchor, augmenting = build_pair(sizes, args.prompt + longest, args.device)
+    model, anchor, augmenting = build_pair(sizes, args.mlp_ratio, args.prompt + longest, args.device)
     ids = h.token_ids(VOCAB, args.batch, args.length, args.device)
-    forward = forward_seconds(calls(model, anchor, augmenting, use_cache=False), ids, 10 * args.repeats, args.device)
+    steps = {**calls(model, anchor, augmenting, use_cache=False), "official": OfficialStyle(model, anchor, augmenting)}
+    forward = forward_seconds(steps, ids, 10 * args.repeats, args.device)
     stream = h.token_ids(VOCAB, 1, args.prompt + longest, args.device, seed=1)
     prompt, tokens = stream[:, : args.prompt], stream[:, args.prompt :]
     decode = decode_seconds(calls(model, anchor, augmenting, use_cache=True), prompt, tokens, args.new_tokens,
                             args.repeats, args.device)  # fmt: skip
+    params = weights(model)
+    forward_figures = figures(forward, speed=False)
+    forward_figures["official_ratio"] = forward["official"] / (forward["anchor"] + forward["augmenting"])
     return {
         "anchor": dict(zip(("hidden_size", "layers", "heads"), sizes["anchor"])),
         "augmenting": dict(zip(("hidden_size", "layers", "heads"), sizes["augmenting"])),
         "layer_map": [[s.augmenting_layer, s.anchor_layer] for s in model.specs],
-        "forward": figures(forward, speed=False),
+        "weights": params,
+        "weights_floor": (params["anchor"] + params["augmenting"]) / sum(params.values()),
+        "forward": forward_figures,
         "decode": {str(n): figures(s, speed=True) for n, s in decode.items()},
     }
 
@@ -214,9 +289,17 @@ def table(pairs: dict[str, dict], args: argparse.Namespace) -> list[str]:
             times = "".join(f"{scale * d['seconds'][c]:10.3f}" for c in columns)
             verdict = f"{'≤' if at_most else '≥'} {target:.2f} {'met' if ok else 'NOT met'}"
             lines.append(f"{label:<24} {figure:<30}{times}{d['ratio']:8.3f}{d['floor']:7.3f}  {verdict}")
+        f, w = r["forward"], r["weights"]
+        lines.append(f"{label:<24} {'official-style forward (ms)':<30}{1000 * f['seconds']['official']:10.3f}"
+                     f"{'':30}{f['official_ratio']:8.3f}  ours {f['ratio']:.3f}: "
+                     f"{'no worse' if f['ratio'] <= f['official_ratio'] else 'WORSE'}")  # fmt: skip
+        lines.append(f"{label:<24} weights read per decoding step: bridges {w['bridges']:,} = "
+                     f"{100 * w['bridges'] / (w['anchor'] + w['augmenting']):.1f} % of the models'; weights floor "
+                     f"{r['weights_floor']:.3f}")  # fmt: skip
     lines += [
         "forward ratio = composed ÷ (anchor + augmenting); decode ratio = (anchor + augmenting) ÷ composed",
         "bridges: their arithmetic alone; floor: the ratio were composition to cost only that",
+        "weights floor: the decode ratio of a step that costs only reading its weights once",
     ]
     return lines
 
@@ -229,7 +312,8 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "hot_path",
         "environment": h.environment(args),
         "setting": {"batch": args.batch, "length": args.length, "prompt": args.prompt, "decode_batch": 1,
-                    "new_tokens": args.new_tokens, "repeats": args.repeats, "bridges": 2, "vocab_size": VOCAB},
+                    "new_tokens": args.new_tokens, "repeats": args.repeats, "bridges": 2, "vocab_size": VOCAB,
+                    "mlp_ratio": args.mlp_ratio},  # fmt: skip
         "pairs": pairs,
         "targets": TARGETS,
     }

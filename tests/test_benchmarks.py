@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -114,16 +115,38 @@ def test_hot_path_writes_forward_and_decode_ratios(tmp_path):
     assert [int(n) for n in pair["decode"]] == r["setting"]["new_tokens"]
     for i, f in enumerate(figures):
         s = f["seconds"]
-        assert set(s) == {"composed", "anchor", "augmenting", "bridges"} and all(t > 0 for t in s.values())
+        official = {"official"} if i == 0 else set()  # the official-style side times the forward only
+        assert set(s) == {"composed", "anchor", "augmenting", "bridges", *official} and all(t > 0 for t in s.values())
         parts = s["anchor"] + s["augmenting"]
         if i == 0:  # forward: composed ÷ parts
             assert f["ratio"] == pytest.approx(s["composed"] / parts)
             assert f["floor"] == pytest.approx((parts + s["bridges"]) / parts)
+            assert f["official_ratio"] == pytest.approx(s["official"] / parts)
         else:  # decode: parts ÷ composed
             assert f["ratio"] == pytest.approx(parts / s["composed"])
             assert f["floor"] == pytest.approx(parts / (parts + s["bridges"]))
     composed = [f["seconds"]["composed"] for f in figures[1:]]
     assert composed == sorted(composed)  # seconds for the first N tokens grow with N
+    w = pair["weights"]
+    assert pair["weights_floor"] == pytest.approx((w["anchor"] + w["augmenting"]) / sum(w.values()))
+    assert r["setting"]["mlp_ratio"] == 8
+
+
+def test_official_style_forward_bridges_the_anchor_and_leaves_it_plain():
+    """The official-style side of the hot-path benchmark does compose (its output differs from the
+    anchor's, with bridges at the composed model's layer pairs) and removes its hooks afterwards."""
+    import hot_path
+
+    torch.manual_seed(0)
+    model, anchor, augmenting = hot_path.build_pair(hot_path.QUICK_PAIRS["quick"], 8, 32, "cpu")
+    assert anchor.config.intermediate_size == 8 * anchor.config.hidden_size
+    official = hot_path.OfficialStyle(model, anchor, augmenting)
+    ids = torch.randint(3, hot_path.VOCAB, (2, 12))
+    with torch.no_grad():
+        plain = anchor(ids).logits
+        composed = official(ids, None).logits
+        assert not torch.allclose(composed, plain, atol=1e-3)
+        assert torch.equal(anchor(ids).logits, plain)  # no hook left behind
 
 
 def test_data_path_writes_its_two_ratios(tmp_path):

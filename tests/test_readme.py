@@ -80,6 +80,16 @@ def test_an_inline_number_is_checked_too(copy):
                                                                                "keys_chars_results own-format"]
 
 
+def test_a_benchmark_figure_is_checked_and_a_benchmark_is_never_stale(copy):
+    """The hot-path table is rendered from its benchmark's JSON; a benchmark has no kit config to
+    go stale against (its figures depend on the machine), so only agreement is checked."""
+    _edit(copy / "assets" / "bench_hot_path_cpu.json", lambda r: r["pairs"]["small"]["forward"].update({"ratio": 1.5}))
+    assert update_readme(copy / "README.md", copy / "assets", check=True) == ["bench_hot_path_cpu table"]
+    update_readme(copy / "README.md", copy / "assets")
+    assert "| small: 256×8 ← 128×4 | **1.500**" in (copy / "README.md").read_text()
+    assert stale_reports({"bench_hot_path_cpu": {"setting": {"batch": 4}}}) == {}
+
+
 def test_a_report_of_another_config_is_stale_and_names_its_command():
     cfg = ExperimentConfig.classroom()
     current = {"setting": "classroom", "config_hash": config_hash(cfg), "seeds": [0]}
