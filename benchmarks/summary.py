@@ -1,6 +1,7 @@
 """Collect the JSON files of a benchmark run into one table (Markdown) and one ``summary.json``.
 
 python benchmarks/summary.py assets/bench_gpu        # after benchmarks/gpu.sh
+python benchmarks/summary.py runs/bench_cpu --json assets/bench_cpu.json   # after benchmarks/cpu.sh
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def figure(result: dict) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="the summary (default FOLDER/summary.json)")
     args = parser.parse_args(argv)
     results = []
     for path in sorted(args.folder.glob("*.json")):
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     print("\n".join(lines))
     summary = {"files": [n for n, _ in results], "table": lines, "results": [r for _, r in results]}
-    atomic_write(args.folder / "summary.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
+    atomic_write(args.json or args.folder / "summary.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,9 @@ def test_summary_collects_the_runs(results, capsys):
     collected = json.loads((folder / "summary.json").read_text())
     assert sorted(collected["files"]) == ["decode.json", "memory.json", "train_step.json"]
     assert "train step ratio" in out and "decode ratio" in out and "peak memory" in out
+    (folder / "elsewhere").mkdir()
+    summary.main([str(folder), "--json", str(folder / "elsewhere" / "cpu.json")])  # benchmarks/cpu.sh's summary
+    assert json.loads((folder / "elsewhere" / "cpu.json").read_text())["files"] == collected["files"]
 
 
 def test_core_imports_need_none_of_the_absent_packages():

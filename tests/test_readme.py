@@ -89,6 +89,13 @@ def test_a_benchmark_figure_is_checked_and_a_benchmark_is_never_stale(copy):
     assert "| small: 256×8 ← 128×4 | **1.500**" in (copy / "README.md").read_text()
     assert stale_reports({"bench_hot_path_cpu": {"setting": {"batch": 4}}}) == {}
 
+    def double_first_memory_ratio(report):
+        memory = next(r for r in report["results"] if r["benchmark"] == "memory")
+        memory["training_over_inference"] = 9.99
+
+    _edit(copy / "assets" / "bench_cpu.json", double_first_memory_ratio)
+    assert update_readme(copy / "README.md", copy / "assets", check=True) == ["bench_cpu table", "bench_cpu memory-span"]
+
 
 def test_a_report_of_another_config_is_stale_and_names_its_command():
     cfg = ExperimentConfig.classroom()

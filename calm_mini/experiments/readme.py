@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from .benchmark_parts import BENCHMARK_PARTS
 from .results import (SOURCES, cell, duration, load_reports, markdown_table, pct, seeds_caption, stale_reports,
                       written_by)
 
@@ -263,30 +264,6 @@ def explorer_caption(reports: dict) -> str:
             f"augmenting state, where m_A holds the key's value; the other tokens put {others:.1f} on their own")
 
 
-# ---------------------------------------------------------------------- bench_hot_path_cpu
-def hot_path_table(reports: dict) -> str:
-    """The hot-path benchmark: forward and cached decoding against running both models, per pair."""
-    report = reports["bench_hot_path_cpu"]
-    env, setting, targets = report["environment"], report["setting"], report["targets"]
-    rows = []
-    for name, pair in report["pairs"].items():
-        a, b, f = pair["anchor"], pair["augmenting"], pair["forward"]
-        decode = " / ".join(f"{d['ratio']:.3f}" for d in pair["decode"].values())
-        decode_floor = " / ".join(f"{d['floor']:.3f}" for d in pair["decode"].values())
-        rows.append([f"{name}: {a['hidden_size']}×{a['layers']} ← {b['hidden_size']}×{b['layers']}",
-                     f"**{f['ratio']:.3f}** ({f['floor']:.3f})", f"{f['official_ratio']:.3f}",
-                     f"**{decode}** ({decode_floor})", f"{pair['weights_floor']:.3f}"])  # fmt: skip
-    tokens = " / ".join(map(str, setting["new_tokens"]))
-    caption = (f"`{written_by('bench_hot_path_cpu', report)}`: random Gemma pairs (MLP {setting['mlp_ratio']}× "
-               f"the width), 2 bridges, fp32, {env['threads']} threads of an {env['device_name']}, torch "
-               f"{env['torch']}. Forward of {setting['batch']}×{setting['length']} tokens ÷ (anchor + augmenting), "
-               f"target ≤ {targets['forward_ratio_at_most']}; cached decoding of one sequence, (anchor + "
-               f"augmenting) ÷ composed at {tokens} new tokens, target ≥ {targets['decode_ratio_at_least']}. "
-               "In brackets the floor: the ratio were composition to cost only the bridges' arithmetic:")
-    header = ["pair", "forward (floor)", "official-style forward", f"decode {tokens} (floor)", "weights floor"]
-    return caption + "\n\n" + markdown_table(header, rows)
-
-
 PARTS: dict[str, Callable[[dict], str]] = {
     "kv_results setup": kv_setup,
     "kv_results table1": kv_table1,
@@ -308,7 +285,7 @@ PARTS: dict[str, Callable[[dict], str]] = {
     "keys_chars_results table": keys_chars_table,
     "keys_chars_results own-format": keys_chars_own_format,
     "explorer_screenshot caption": explorer_caption,
-    "bench_hot_path_cpu table": hot_path_table,
+    **BENCHMARK_PARTS,
 }
 
 

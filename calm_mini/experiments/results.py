@@ -61,6 +61,8 @@ SOURCES = {
     "keys_chars_results": Source("python -m calm_mini keys-chars", _keys_chars_config),
     "explorer_screenshot": Source("python tools/explorer_screenshot.py", _kv_config),
     "bench_hot_path_cpu": Source("python benchmarks/hot_path.py --json assets/bench_hot_path_cpu.json", None),
+    "bench_cpu": Source("bash benchmarks/cpu.sh", None),
+    "bench_data_path_cpu": Source("python benchmarks/data_path.py --threads 2 --json assets/bench_data_path_cpu.json", None),
 }
 
 
