@@ -106,10 +106,12 @@ def _committed(name: str) -> dict | None:
 
 def reproduce(args: argparse.Namespace) -> None:
     from .experiments.kv import reproduce
+    from .experiments.kv.run import report_name
     from .experiments.reports import against_range, config_hash, format_table, range_cells
 
     cfg = _experiment_config(args)
-    committed, folder = _committed("kv_results.json"), _results_folder(args)
+    name = report_name(cfg.setting)
+    committed, folder = _committed(name), _results_folder(args)
     checkpoints = None if args.no_checkpoints else Path(args.checkpoints or f"runs/kv-{cfg.setting}")
     report = reproduce(cfg, folder, args.cache_dir, checkpoints, progress=not args.quiet,
                        tasks={t: TASKS[t] for t in args.tasks}, seeds=args.seeds)
@@ -123,9 +125,9 @@ def reproduce(args: argparse.Namespace) -> None:
         print(f"Exact match (%), seed {report['seeds'][0]}, held-out keys for KV-SUBS and KV-MATH; "
               "the paper's Table 1 in brackets:")
         print(format_table(report["table"], PAPER))
-        print("\nCALM against the committed multi-seed range (assets/kv_results.json):")
+        print(f"\nCALM against the committed multi-seed range (assets/{name}):")
         print("\n".join(against_range(report["table"], committed, "CALM", config_hash(cfg))))
-    print(f"\nseconds: {report['seconds']}; results: {folder / 'kv_results.json'}")
+    print(f"\nseconds: {report['seconds']}; results: {folder / name}")
 
 
 def ablations(args: argparse.Namespace) -> None:
@@ -260,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, run, text in (("reproduce", reproduce, "the key-value experiment (Table 1)"),
                             ("ablations", ablations, "ablations and the bridge-placement study")):
         p = commands.add_parser(name, help=text)
-        p.add_argument("--setting", default="classroom", help="classroom (CPU, minutes), full (GPU) or smoke (seconds)")
+        p.add_argument("--setting", default="classroom",
+                       help="classroom (CPU, minutes), paper_cpu (harder: 1,000 keys, 3 operands, + − ×; CPU, under "
+                            "15 minutes), full (GPU) or smoke (seconds)")  # fmt: skip
         p.add_argument("--steps", type=int, help="bridge training steps (default: the setting's)")
         p.add_argument("--dc-fraction", type=float, help="fraction of keys in D_C (default 0.2, as the paper)")
         p.add_argument("--seeds", type=_seeds, default=[0], metavar="N|S,S,…",

@@ -63,4 +63,4 @@ def test_the_cli_runs_under_accelerate_launch_and_only_the_main_process_writes(t
     result = launch("-m", "calm_mini", "reproduce", "--setting", "smoke", "--quiet", "--assets", str(tmp_path / "assets"),
                     "--checkpoints", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"))
     assert result.stdout.count("Exact match (%)") == 1
-    assert (tmp_path / "assets" / "kv_results.json").exists() and (tmp_path / "runs" / "bridges").is_dir()
+    assert (tmp_path / "assets" / "kv_results_smoke.json").exists() and (tmp_path / "runs" / "bridges").is_dir()

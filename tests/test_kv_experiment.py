@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -42,8 +43,9 @@ def base(cache):
 
 def test_reproduce_writes_results_and_resumes_from_its_checkpoint(tmp_path, cache):
     report = reproduce(SMOKE, tmp_path / "assets", cache, tmp_path / "ckpt", progress=False)
-    saved = json.loads((tmp_path / "assets" / "kv_results.json").read_text())
+    saved = json.loads((tmp_path / "assets" / "kv_results_smoke.json").read_text())
     assert saved["table"] == report["table"]
+    assert not (tmp_path / "assets" / "kv_results.json").exists(), "kv_results.json is the classroom setting's"
     assert set(report["table"]) == {"KV-SUBS", "NUM-MATH", "KV-MATH", "KV-MATH (D_C keys)"}
     assert set(report["table"]["KV-MATH"]) == {"m_A", "m_B", "CALM"}
     assert [e["step"] for e in report["log"]] == [5, 10] and "kv_math_heldout" in report["log"][-1]
@@ -85,7 +87,7 @@ def test_two_seeds_give_per_seed_runs_and_their_mean_min_and_max(tmp_path, cache
             assert (r["min"], r["max"]) == (min(values), max(values))
             assert r["mean"] == round(sum(values) / 2, 1) == report["table"][task][model]
     assert report["config_hash"] == config_hash(SMOKE) and report["calm_mini_version"]
-    saved = json.loads((tmp_path / "kv_results.json").read_text())
+    saved = json.loads((tmp_path / "kv_results_smoke.json").read_text())
     assert saved["range"] == report["range"] and saved["per_seed"][1]["table"] == runs[1]["table"]
     title = (tmp_path / "figures" / "kv_table1.html").read_text()
     assert f"smoke, mean of seeds 0, 1, calm_mini {report['calm_mini_version']}" in title
@@ -139,10 +141,19 @@ def test_encoder_ablation_reads_only_the_prompt():
         model(full, attention_mask=full_mask)
 
 
+def test_the_kv_bridges_normalise_their_inputs_unless_told_not_to(base):
+    assert ExperimentConfig.classroom().normalize_inputs and ExperimentConfig.paper_cpu().normalize_inputs
+    assert all(bridge.normalize_inputs for bridge in compose_kv(base, SMOKE).bridges)
+    raw = compose_kv(base, replace(SMOKE, normalize_inputs=False))
+    assert not any(bridge.normalize_inputs for bridge in raw.bridges)
+    assert config_hash(replace(SMOKE, normalize_inputs=False)) != config_hash(SMOKE), "it is part of the config"
+
+
 def test_ablations_run_every_variant(tmp_path, cache):
     report = ablations(SMOKE, tmp_path, cache, progress=False, placements={"embeddings": ((1, -1),)})
-    assert set(report["variants"]) == {"CALM", "random m_A", "vanilla m_A", "m_A as encoder", "LoRA on m_B",
-                                       "fine-tuned m_B (skyline)"}
+    assert set(report["variants"]) == {"CALM", "CALM, raw bridge inputs", "random m_A", "vanilla m_A",
+                                       "m_A as encoder", "LoRA on m_B", "fine-tuned m_B (skyline)"}
+    assert report["variants"]["CALM, raw bridge inputs"]["trainable"] == report["budget"]
     assert set(report["placement"]) == {"embeddings", "embeddings + recency"}
     assert report["variants"]["CALM"]["trainable"] == report["budget"]
     assert report["variants"]["fine-tuned m_B (skyline)"]["trainable"] > report["budget"]
@@ -183,18 +194,18 @@ def test_a_single_run_writes_to_runs_and_is_placed_against_the_committed_range(t
                  "range": {"KV-MATH": {"CALM": {"mean": 50.0, "min": 40.0, "max": 60.0}},
                            "NUM-MATH": {"CALM": {"mean": 0.0, "min": 0.0, "max": 10.0}}}}
     (tmp_path / "assets").mkdir()
-    (tmp_path / "assets" / "kv_results.json").write_text(json.dumps(committed))
+    (tmp_path / "assets" / "kv_results_smoke.json").write_text(json.dumps(committed))
     result = subprocess.run([sys.executable, "-m", "calm_mini", "reproduce", "--setting", "smoke", "--quiet",
                              "--cache-dir", str(cache), "--no-checkpoints"], capture_output=True, text=True,
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    ran = json.loads((tmp_path / "runs" / "kv_results.json").read_text())["table"]
+    ran = json.loads((tmp_path / "runs" / "kv_results_smoke.json").read_text())["table"]
     assert f"KV-MATH · CALM: {ran['KV-MATH']['CALM']:.1f}  (committed 5-seed range 40.0–60.0" in result.stdout
     verdicts = {task: "inside" if lo <= ran[task]["CALM"] <= hi else "OUTSIDE"
                 for task, (lo, hi) in {"KV-MATH": (40, 60), "NUM-MATH": (0, 10)}.items()}
     for task, verdict in verdicts.items():
         assert any(line.startswith(f"{task} · CALM") and line.endswith(verdict) for line in result.stdout.splitlines())
-    assert json.loads((tmp_path / "assets" / "kv_results.json").read_text()) == committed
+    assert json.loads((tmp_path / "assets" / "kv_results_smoke.json").read_text()) == committed
 
 
 @pytest.mark.parametrize("setting", ["smoke", "classroom", "full"])

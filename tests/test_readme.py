@@ -10,7 +10,8 @@ import pytest
 
 from calm_mini.cli import main
 from calm_mini.experiments.kv import ExperimentConfig
-from calm_mini.experiments.readme import MARKER, PARTS, SOURCES, disagreements, load_reports, stale_reports, update_readme
+from calm_mini.experiments.readme import (MARKER, PARTS, SOURCES, disagreements, load_reports, render, stale_reports,
+                                         update_readme)
 from calm_mini.experiments.reports import against_range, config_hash, jsonable, spread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,13 @@ def test_a_benchmark_figure_is_checked_and_a_benchmark_is_never_stale(copy):
 
     _edit(copy / "assets" / "bench_cpu.json", double_first_memory_ratio)
     assert update_readme(copy / "README.md", copy / "assets", check=True) == ["bench_cpu table", "bench_cpu memory-span"]
+
+
+def test_a_missing_report_names_the_command_of_its_setting():
+    reports = load_reports(ASSETS)
+    del reports["kv_results_paper_cpu"]
+    with pytest.raises(FileNotFoundError, match="reproduce --assets assets --setting paper_cpu"):
+        render(README.read_text(), reports)
 
 
 def test_a_report_of_another_config_is_stale_and_names_its_command():

@@ -19,6 +19,7 @@ its setting, so :func:`stale_reports` can tell a report written by another confi
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Callable
@@ -35,9 +36,9 @@ KV_ROWS = {"KV-SUBS": "KV-SUBS (key → value)", "NUM-MATH": "NUM-MATH (arithmet
            "KV-MATH": "KV-MATH on **held-out** keys", "KV-MATH (D_C keys)": "KV-MATH on D_C keys"}
 
 
-def kv_setup(reports: dict) -> str:
-    """The models and the data of the key-value report, from its config."""
-    cfg = reports["kv_results"]["config"]
+def kv_setup(reports: dict, stem: str = "kv_results") -> str:
+    """The models and the data of a key-value report, from its config."""
+    cfg = reports[stem]["config"]
     kv, anchor, augmenting = cfg["kv"], cfg["anchor"], cfg["augmenting"]
     dc = round(kv["dc_fraction"] * kv["n_keys"])
     lo, hi = kv["number_range"]  # the numbers NUM-MATH draws from
@@ -52,9 +53,9 @@ def kv_setup(reports: dict) -> str:
             "bare key → value pairs too) and the rest KV-MATH over D_C keys")
 
 
-def kv_table1(reports: dict) -> str:
+def kv_table1(reports: dict, stem: str = "kv_results") -> str:
     """Table 1 with the paper's numbers beside ours; several seeds as mean (min–max)."""
-    report = reports["kv_results"]
+    report = reports[stem]
     table, part, paper = report["table"], report.get("range"), report["paper"]
     rows = []
     for task, label in KV_ROWS.items():
@@ -65,14 +66,14 @@ def kv_table1(reports: dict) -> str:
             cells[2] = f"**{cells[2]}**"
         ref = paper.get(task)
         rows.append([label, *cells, " / ".join(pct(ref[m]) for m in ("m_A", "m_B", "CALM")) if ref else "—"])
-    caption = (f"`{written_by('kv_results', report)}`, {report['setting']} setting, "
+    caption = (f"`{written_by(stem, report)}`, {report['setting']} setting, "
                f"{seeds_caption(report)}, exact match %:")
     return caption + "\n\n" + markdown_table(["task", "m_A alone", "m_B alone", "CALM", "paper: m_A / m_B / CALM"], rows)
 
 
-def kv_timing(reports: dict) -> str:
+def kv_timing(reports: dict, stem: str = "kv_results") -> str:
     """How long a seed's run took (its base models trained, or loaded when cached)."""
-    report = reports["kv_results"]
+    report = reports[stem]
     runs = report.get("per_seed", [report])  # a report from before several seeds has one run's seconds
     totals = [r["seconds"]["total"] for r in runs]
     bases = [r["seconds"]["base_models"] for r in runs]
@@ -82,7 +83,8 @@ def kv_timing(reports: dict) -> str:
 
 
 # ---------------------------------------------------------------------- kv_ablations
-VARIANT_LABELS = {"CALM": "**CALM**", "random m_A": "random m_A", "vanilla m_A": "vanilla m_A (never saw the keys)",
+VARIANT_LABELS = {"CALM": "**CALM**", "CALM, raw bridge inputs": "CALM without normalised bridge inputs",
+                  "random m_A": "random m_A", "vanilla m_A": "vanilla m_A (never saw the keys)",
                   "m_A as encoder": "m_A as an encoder of the prompt only", "LoRA on m_B": "LoRA on m_B (rank matched, {n})",
                   "fine-tuned m_B (skyline)": "fine-tuned m_B, skyline ({n})"}
 PLACEMENT_LABELS = {"1 bridge, middle": "one bridge in the middle", "2 bridges, middle": "two bridges in the middle",
@@ -161,12 +163,26 @@ def ablations_four_bridges(reports: dict) -> str:
 
 
 def ablations_recency(reports: dict) -> str:
+    """Held-out KV-MATH of the two four-bridge maps, without and with the recency bias."""
     rows = reports["kv_ablations"]["placement"]
-    plain, recency = rows["embeddings + every layer"]["KV-MATH"], rows["embeddings + every layer + recency"]["KV-MATH"]
-    paper_style = rows["after every anchor layer"]["KV-MATH"]
-    return (f"With the embeddings bridge it takes held-out KV-MATH from {pct(plain)} % to {pct(recency)} % "
-            f"(placement table below); the paper-style placement without it (a bridge after every anchor layer) "
-            f"reaches {pct(paper_style)} %")
+    pairs = {label: (rows[name]["KV-MATH"], rows[f"{name} + recency"]["KV-MATH"])
+             for label, name in (("CALM's map", "embeddings + every layer"),
+                                 ("the paper-style map (a bridge after every anchor layer)", "after every anchor layer"))}
+    return "; ".join(f"{label}: {pct(plain)} % without it, {pct(recency)} % with it"
+                     for label, (plain, recency) in pairs.items())
+
+
+def ablations_embeddings_only(reports: dict) -> str:
+    return _kv_math_span([r for n, r in reports["kv_ablations"]["placement"].items() if n.startswith("embeddings only")])
+
+
+def ablations_normalized(reports: dict) -> str:
+    """What normalised bridge inputs buy, from the variants table."""
+    rows = reports["kv_ablations"]["variants"]
+    calm, raw = rows["CALM"], rows["CALM, raw bridge inputs"]
+    return (f"Without them the same bridges score {pct(raw['NUM-MATH'])} % on NUM-MATH and {pct(raw['KV-MATH'])} % "
+            f"on held-out KV-MATH, against {pct(calm['NUM-MATH'])} % and {pct(calm['KV-MATH'])} % with them "
+            "(variants table below)")
 
 
 # ---------------------------------------------------------------------- facts_results
@@ -268,12 +284,17 @@ PARTS: dict[str, Callable[[dict], str]] = {
     "kv_results setup": kv_setup,
     "kv_results table1": kv_table1,
     "kv_results timing": kv_timing,
+    "kv_results_paper_cpu setup": functools.partial(kv_setup, stem="kv_results_paper_cpu"),
+    "kv_results_paper_cpu table1": functools.partial(kv_table1, stem="kv_results_paper_cpu"),
+    "kv_results_paper_cpu timing": functools.partial(kv_timing, stem="kv_results_paper_cpu"),
     "kv_ablations caption": ablations_caption,
     "kv_ablations variants": ablations_variants,
     "kv_ablations placement": ablations_placement,
     "kv_ablations few-bridges": ablations_few_bridges,
     "kv_ablations four-bridges": ablations_four_bridges,
     "kv_ablations recency": ablations_recency,
+    "kv_ablations embeddings-only": ablations_embeddings_only,
+    "kv_ablations normalized": ablations_normalized,
     "facts_results caption": facts_caption,
     "facts_results table": facts_table,
     "facts_results exact": facts_exact,
@@ -301,7 +322,7 @@ def render(text: str, reports: dict[str, dict]) -> str:
         stem = name.split()[0]
         if stem not in reports:
             raise FileNotFoundError(f"README part {name!r} needs assets/{stem}.json: run "
-                                    f"`{SOURCES[stem].command_for('classroom')}` to write it.")
+                                    f"`{SOURCES[stem].command_for(SOURCES[stem].setting)}` to write it.")
         body = PARTS[name](reports)
         block = match["body"].startswith("\n")
         return f"<!-- generated: {name} -->" + (f"\n{body}\n" if block else body) + "<!-- /generated -->"

@@ -43,6 +43,7 @@ class Source:
     default_config: Callable[[str], object] | None
     seeds: int = 1
     takes_seeds: bool = False
+    setting: str = "classroom"  # the setting of the committed file
 
     def command_for(self, setting: str, seeds: int | None = None) -> str:
         """The command line that writes this report for ``setting`` with ``seeds`` seeds (default:
@@ -56,6 +57,7 @@ class Source:
 
 SOURCES = {
     "kv_results": Source("python -m calm_mini reproduce", _kv_config, seeds=5, takes_seeds=True),
+    "kv_results_paper_cpu": Source("python -m calm_mini reproduce", _kv_config, takes_seeds=True, setting="paper_cpu"),
     "kv_ablations": Source("python -m calm_mini ablations", _kv_config, takes_seeds=True),
     "facts_results": Source("python -m calm_mini facts --threads 2", _facts_config),
     "keys_chars_results": Source("python -m calm_mini keys-chars", _keys_chars_config),

@@ -1,6 +1,7 @@
 """The ablations of the key-value experiment: every variant trains the same number of parameters
-(the bridges' count) on the same D_C — a random, a vanilla and an encoder m_A, LoRA on the
-anchor, a fully fine-tuned anchor (the skyline) — and the bridge-placement study.
+(the bridges' count) on the same D_C — CALM without normalised bridge inputs, a random, a
+vanilla and an encoder m_A, LoRA on the anchor, a fully fine-tuned anchor (the skyline) — and
+the bridge-placement study.
 
     ablations(ExperimentConfig.classroom())
 """
@@ -162,6 +163,7 @@ def _ablations_one_seed(cfg: ExperimentConfig, cache_dir, progress: bool, placem
     calm = compose_kv(base, cfg)
     run("CALM", calm)
     budget = calm.num_bridge_parameters()
+    run("CALM, raw bridge inputs", compose_kv(base, replace(cfg, normalize_inputs=False)))
     torch.manual_seed(cfg.anchor.train.seed)
     run("random m_A", compose_kv(base, cfg, augmenting=tiny_like(base.augmenting)))
     vanilla = load_or_train("vanilla", base.data, cfg.augmenting, cache_dir, progress)

@@ -11,6 +11,10 @@ Why the classroom design works (the README tells the story):
   keep the value;
 * the recency bias lets a bridge read the augmenting state of its own token: without it, an
   anchor token that is a key the anchor has never seen cannot ask for "my" state by content;
+* normalised bridge inputs (``normalize_inputs``) make every bridge's output count in units of
+  the anchor state it is added to: the embeddings are far smaller than the later layers'
+  states, so with one learning rate the raw embeddings bridge drowns the digits it is added to
+  and the composite forgets the anchor's arithmetic on some seeds;
 * D_C mixes NUM-MATH with KV-MATH so the bridges learn to stay silent on plain numbers, and
   KV-SUBS over D_C keys so the composition learns to answer a bare key with its value.
 """
@@ -61,6 +65,7 @@ class ExperimentConfig(NamedSettings):
     augmenting: BaseModelConfig = field(default_factory=BaseModelConfig.augmenting_classroom)
     layers: tuple[tuple[int, int], ...] = CLASSROOM_LAYERS
     recency_bias: bool = True
+    normalize_inputs: bool = True
     bridges: TrainConfig = TrainConfig(steps=1200, batch_size=64, lr=3e-3, warmup_steps=20, log_every=50,
                                        eval_every=300)
     eval_batch_size: int = 100
@@ -134,6 +139,7 @@ def compose_kv(base: BaseModels, cfg: ExperimentConfig, layers=None, augmenting:
         augmenting if augmenting is not None else base.augmenting,
         layers=[tuple(p) for p in (layers or cfg.layers)],
         recency_bias=cfg.recency_bias,
+        normalize_inputs=cfg.normalize_inputs,
     )
 
 
@@ -165,6 +171,12 @@ def seeded(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
     )
 
 
+def report_name(setting: str) -> str:
+    """The file a setting's Table 1 is written to: ``kv_results.json`` for the classroom setting,
+    ``kv_results_SETTING.json`` for the others (so a harder run never overwrites the classroom's)."""
+    return "kv_results.json" if setting == "classroom" else f"kv_results_{setting}.json"
+
+
 def reproduce(
     cfg: ExperimentConfig, assets: str | Path = "assets", cache_dir: str | Path | None = None,
     checkpoints: str | Path | None = None, progress: bool = True, tasks: dict[str, str] = TASKS,
@@ -175,7 +187,8 @@ def reproduce(
 
     With ``checkpoints``, bridge training saves there and resumes from there (after a Ctrl-C,
     run the same call again); seeds other than 0 use ``CHECKPOINTS-seedS`` beside it. Writes
-    ``kv_results.json`` and the figures to ``assets`` and returns the report: ``table`` (the mean
+    :func:`report_name` (``kv_results.json`` for the classroom setting) and the figures to
+    ``assets`` and returns the report: ``table`` (the mean
     over seeds; one seed's table for one seed), ``per_seed`` (each seed's table, log and
     seconds), with several seeds ``range`` (``{task: {model: {"mean", "min", "max"}}}``), and
     :func:`~calm_mini.experiments.reports.provenance` (config, its hash, version, seeds).
@@ -204,7 +217,7 @@ def reproduce(
         "seconds": {"total": round(time.perf_counter() - start, 1)},
         "summary": runs[0]["summary"],
     }
-    write_report(report, Path(assets) / "kv_results.json")
+    write_report(report, Path(assets) / report_name(cfg.setting))
     save_figures(report, Path(assets), "kv")
     return report
 
