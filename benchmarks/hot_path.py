@@ -33,13 +33,15 @@ official figure: that code feeds m_A only the new token and keeps none of its ea
 ``bridges`` times the bridges' own arithmetic alone (keys/values of the new tokens,
 cross-attention, W^O; no hooks, checks or reading), in the same interleaving. ``floor`` is the
 ratio composition would have if it cost only that: the targets are out of reach where the
-floor misses them, and composed minus floor is the plumbing. Decoding one sequence is bound by memory traffic, not arithmetic: each
-step reads every weight once, so ``weights`` gives the parameters of the models and of the
-bridges, and ``weights_floor`` the decode ratio of a step that costs only its weight reads.
-On Linux, part of the forward's
-plumbing can be glibc handing memory back to the system between calls (page faults on the next
-one): ``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` (or jemalloc) in the
-environment shows the figures without it.
+floor misses them, and composed minus floor is the plumbing.
+
+Decoding one sequence is bound by memory traffic, not arithmetic: each step reads every weight
+once, so ``weights`` gives the parameters of the models and of the bridges, and
+``weights_floor`` the decode ratio of a step that costs only its weight reads.
+
+On Linux, part of the forward's plumbing can be glibc handing memory back to the system between
+calls (page faults on the next one): ``MALLOC_MMAP_THRESHOLD_=1000000000
+MALLOC_TRIM_THRESHOLD_=1000000000`` (or jemalloc) in the environment shows the figures without it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ from types import SimpleNamespace
 
 import _harness as h
 import torch
-
 from torch import nn
 from transformers import GemmaConfig
 

@@ -253,8 +253,12 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes_to_bit_identical_brid
     broken = tmp_path / "broken"
     log = tmp_path / "interrupted.log"
     with log.open("w") as out:
+        # The test process may ignore SIGINT (a shell's background job does; so may a library), and a
+        # child inherits an ignored signal: restore the default, so the child's Python turns SIGINT into
+        # KeyboardInterrupt as at a terminal.
         process = subprocess.Popen([sys.executable, "-m", "calm_mini", *map(str, run), "--output", str(broken)],
-                                   cwd=tmp_path, env=CLI_ENV, stdout=out, stderr=subprocess.STDOUT, text=True)
+                                   cwd=tmp_path, env=CLI_ENV, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 300
             while not (broken / "checkpoints" / "latest.json").exists():

@@ -73,7 +73,7 @@ def cpu_table(reports: dict) -> str:
                f"torch {env['torch']}, transformers {env['transformers']}, SmolLM2-shaped models with random weights, "
                f"{results[0]['setting']['bridges']} bridges (every 4th augmenting layer); timings on a shared machine "
                "are noisy (a few %):")
-    return caption + "\n\n" + markdown_table(["benchmark", "setting", "result"], rows, right=3)
+    return caption + "\n\n" + markdown_table(["benchmark", "setting", "result"], rows, right=3)  # no column right-aligned
 
 
 def _memory(reports: dict) -> list[dict]:
